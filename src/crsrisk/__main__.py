@@ -1,0 +1,3 @@
+from crsrisk.cli import app
+
+app(prog_name="crsrisk")

@@ -1,0 +1,11 @@
+"""Errors a user can meet, each carrying one sentence that names the problem and the fix."""
+
+from __future__ import annotations
+
+
+class CrsriskError(Exception):
+    """Base class for foreseeable user-facing problems (the CLI prints the message, exits 2)."""
+
+
+class ContractError(CrsriskError, ValueError):
+    """A table cannot be used at all: unreadable, empty, wrong format, required column missing."""
