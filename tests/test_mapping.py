@@ -1,0 +1,294 @@
+"""Site column mappings: rename, recode, units."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crsrisk.mapping import (
+    CONVERSIONS,
+    PROBLEM_COLUMNS,
+    MappedTable,
+    MappingError,
+    SiteMapping,
+    apply_mapping,
+    load_mapping,
+)
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "configs" / "mapping.example.yaml"
+
+
+def raw(**columns: list) -> pd.DataFrame:
+    """A raw table as read from CSV: every cell a string, missing as NaN."""
+    return pd.DataFrame({k: pd.Series(v, dtype="str") for k, v in columns.items()})
+
+
+def mapped(df: pd.DataFrame, row_offset: int = 0, **mapping) -> MappedTable:
+    before = df.copy(deep=True)
+    out = apply_mapping(df, SiteMapping(**mapping), row_offset=row_offset)
+    pd.testing.assert_frame_equal(df, before)  # the input is never modified
+    return out
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "mapping.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# --- rename and recode --------------------------------------------------------------------------
+
+
+def test_rename_and_untouched_columns_pass_through():
+    df = raw(MRN_pseudo=["a", "b"], CRP=["1", "2"], ward=["B3", None])
+    out = mapped(df, rename={"MRN_pseudo": "patient_id", "CRP": "crp_mg_l", "absent": "site"})
+    assert out.frame.columns.tolist() == ["patient_id", "crp_mg_l", "ward"]
+    assert out.frame["crp_mg_l"].tolist() == ["1", "2"]
+    pd.testing.assert_series_equal(out.frame["ward"], df["ward"])
+    assert out.problems.empty
+
+
+def test_rename_onto_an_existing_column_is_refused():
+    df = raw(CRP=["1"], crp_mg_l=["2"])
+    with pytest.raises(MappingError, match="two columns the name 'crp_mg_l'"):
+        apply_mapping(df, SiteMapping(rename={"CRP": "crp_mg_l"}))
+
+
+def test_recode_is_case_insensitive_and_ignores_spaces():
+    df = raw(
+        product=[" yescarta ", "KYMRIAH", "Breyanzi", "NewCAR", None],
+        sex=["Female", " male", "unknown", "X", None],
+    )
+    out = mapped(
+        df,
+        recode={
+            "product": {"Yescarta": "axi-cel", "Kymriah": "tisa-cel", "breyanzi ": "liso-cel"},
+            "sex": {"female": "F", "male": "M", "Unknown": None},
+        },
+    )
+    # Values not in the recode are left as they are, for the validator to report.
+    assert out.frame["product"].tolist() == ["axi-cel", "tisa-cel", "liso-cel", "NewCAR", np.nan]
+    assert out.frame["sex"].tolist() == ["F", "M", np.nan, "X", np.nan]
+    assert pd.api.types.is_string_dtype(out.frame["sex"].dtype)
+
+
+def test_recode_categorical_and_integer_codes():
+    df = pd.DataFrame(
+        {
+            "sex": pd.Series([1, 2, 3]),
+            "product": pd.Series(["Abecma", "Carvykti", None], dtype="category"),
+        }
+    )
+    out = mapped(df, recode={"sex": {"1": "F", "2": "M"}, "product": {"abecma": "ide-cel"}})
+    assert out.frame["sex"].tolist() == ["F", "M", 3]
+    assert out.frame["product"].tolist() == ["ide-cel", "Carvykti", np.nan]
+
+
+# --- units --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("column", "unit", "value", "expected"),
+    [
+        ("crp_mg_l", "mg/dL", "2.5", 25.0),
+        ("crp_mg_l", "mg/L", "25", 25.0),
+        ("creatinine_mg_dl", "umol/L", "176.8", 2.0),
+        ("platelets_1e9_l", "per_uL", "150000", 150.0),
+        ("platelets_1e9_l", "1e3_per_uL", "150", 150.0),
+        ("hemoglobin_g_dl", "g/L", "120", 12.0),
+        ("hemoglobin_g_dl", "mmol/L", "7.5", 12.0825),
+        ("ferritin_ng_ml", "ug/L", "512", 512.0),
+        ("weight_kg", "lb", "220", 99.7903214),
+    ],
+)
+def test_each_conversion(column, unit, value, expected):
+    out = mapped(raw(**{column: [value, None]}), units={column: unit})
+    assert out.frame[column].dtype == "float64"
+    assert out.frame[column].iloc[0] == pytest.approx(expected, rel=1e-9)
+    assert math.isnan(out.frame[column].iloc[1])
+
+
+def test_conversion_of_typed_parquet_columns():
+    df = pd.DataFrame({"crp_mg_l": [1.5, np.nan], "creatinine_mg_dl": pd.array([88, None])})
+    out = mapped(df, units={"crp_mg_l": "mg/dL", "creatinine_mg_dl": "umol/L"})
+    assert out.frame["crp_mg_l"].tolist()[0] == pytest.approx(15.0)
+    assert out.frame["creatinine_mg_dl"].iloc[0] == pytest.approx(88 / 88.4)
+    assert out.frame[["crp_mg_l", "creatinine_mg_dl"]].iloc[1].isna().all()
+
+
+def test_value_that_is_not_a_number_is_left_for_the_validator():
+    out = mapped(raw(crp_mg_l=["1.2", "<0.5", " 3 ", None]), units={"crp_mg_l": "mg/dL"})
+    values = out.frame["crp_mg_l"].tolist()
+    assert values[0] == pytest.approx(12.0)
+    assert values[1] == "<0.5"
+    assert values[2] == pytest.approx(30.0)
+    assert pd.isna(values[3])
+    assert out.problems.empty
+
+
+@pytest.mark.parametrize(
+    ("unit", "dose", "expected"),
+    [("total_1e6_cells", "200", 2.5), ("total_1e8_cells", "2", 2.5)],
+)
+def test_total_cell_dose_divided_by_weight(unit, dose, expected):
+    out = mapped(
+        raw(patient_id=["a"], weight_kg=["80"], dose=[dose]),
+        rename={"dose": "cell_dose_1e6_per_kg"},
+        units={"cell_dose_1e6_per_kg": unit},
+    )
+    assert out.frame["cell_dose_1e6_per_kg"].iloc[0] == pytest.approx(expected)
+    assert out.problems.empty
+
+
+def test_total_cell_dose_uses_the_weight_converted_from_pounds():
+    # 200 lb = 90.718474 kg; 181.436948e6 cells / 90.718474 kg = 2.0e6 per kg.
+    out = mapped(
+        raw(weight_kg=["200"], cell_dose_1e6_per_kg=["181.436948"]),
+        units={"cell_dose_1e6_per_kg": "total_1e6_cells", "weight_kg": "lb"},
+    )
+    assert out.frame["weight_kg"].iloc[0] == pytest.approx(90.718474)
+    assert out.frame["cell_dose_1e6_per_kg"].iloc[0] == pytest.approx(2.0)
+
+
+def test_total_cell_dose_without_a_usable_weight_becomes_a_problem_row():
+    df = raw(
+        MRN=["a", "b", "c", "d", "e", "f"],
+        weight_kg=["80", None, "0", "eighty", "70", None],
+        CAR_dose_total=["160", "150", "140", "130", None, "n/a"],
+    ).set_axis([50, 51, 52, 53, 54, 55])
+    out = mapped(
+        df,
+        row_offset=1000,
+        rename={"MRN": "patient_id", "CAR_dose_total": "cell_dose_1e6_per_kg"},
+        units={"cell_dose_1e6_per_kg": "total_1e6_cells"},
+    )
+    dose = out.frame["cell_dose_1e6_per_kg"]
+    assert dose.iloc[0] == pytest.approx(2.0)
+    assert dose.iloc[1:5].isna().all()  # no weight, zero weight, unreadable weight, no dose
+    assert dose.iloc[5] == "n/a"  # not a number: for the validator
+    assert out.frame.index.tolist() == [50, 51, 52, 53, 54, 55]
+    problems = out.problems
+    assert problems.columns.tolist() == list(PROBLEM_COLUMNS)
+    assert problems["row_number"].tolist() == [1002, 1003, 1004]
+    assert problems["patient_id"].tolist() == ["b", "c", "d"]
+    assert problems["column"].tolist() == ["cell_dose_1e6_per_kg"] * 3
+    assert set(problems["check"]) == {"total cell dose needs weight_kg to convert to per kg"}
+    assert problems["value"].tolist() == ["150", "140", "130"]
+
+
+def test_total_cell_dose_without_a_weight_column():
+    out = mapped(
+        raw(cell_dose_1e6_per_kg=["100", None]),
+        units={"cell_dose_1e6_per_kg": "total_1e6_cells"},
+    )
+    assert out.frame["cell_dose_1e6_per_kg"].isna().all()
+    assert out.problems["row_number"].tolist() == [1]
+    assert out.problems["patient_id"].isna().all()
+
+
+def test_no_problems_is_an_empty_frame_with_the_rejected_columns():
+    problems = mapped(raw(crp_mg_l=["1"]), units={"crp_mg_l": "mg/dL"}).problems
+    assert problems.columns.tolist() == list(PROBLEM_COLUMNS)
+    assert problems["row_number"].dtype == "int64"
+    assert len(problems) == 0
+
+
+def test_every_conversion_explains_its_factor():
+    assert all(c.why and c.factor > 0 for c in CONVERSIONS.values())
+
+
+# --- mapping files ------------------------------------------------------------------------------
+
+
+def test_example_file_loads_and_applies():
+    mapping = load_mapping(EXAMPLE)
+    assert mapping.rename["CRP"] == "crp_mg_l"
+    assert mapping.recode["product"]["Imdelltra"] == "tarlatamab"
+    df = raw(
+        MRN_pseudo=["s1"],
+        product=["YESCARTA"],
+        sex=["Female"],
+        weight_kg=["80"],
+        CRP=["2"],
+        Creat=["88.4"],
+        PLT=["210000"],
+        CAR_dose_total=["160"],
+    )
+    frame = apply_mapping(df, mapping).frame
+    assert frame.iloc[0][["patient_id", "product", "sex"]].tolist() == ["s1", "axi-cel", "F"]
+    numbers = frame.iloc[0][
+        ["crp_mg_l", "creatinine_mg_dl", "platelets_1e9_l", "cell_dose_1e6_per_kg"]
+    ]
+    assert numbers.astype(float).tolist() == pytest.approx([20.0, 1.0, 210.0, 2.0])
+
+
+def test_yaml_codes_are_read_as_text(tmp_path):
+    mapping = load_mapping(
+        write(tmp_path, "recode:\n  sex: {1: F, 2: M, no: null}\n  ecog: {yes: 1}\n")
+    )
+    assert mapping.recode["sex"] == {"1": "F", "2": "M", "no": None}
+    assert mapping.recode["ecog"] == {"yes": "1"}
+
+
+def test_empty_sections_are_allowed(tmp_path):
+    assert load_mapping(write(tmp_path, "rename:\nunits: {}\n")) == SiteMapping()
+
+
+@pytest.mark.parametrize(
+    ("text", "pattern"),
+    [
+        ("rename: {CRP: crp_mgl}\n", r"rename names 'crp_mgl'.*did you mean 'crp_mg_l'"),
+        ("units: {crp_mg_dl: mg/dL}\n", r"units names 'crp_mg_dl'.*did you mean 'crp_mg_l'"),
+        (
+            "units: {crp_mg_l: mg/dl}\n",
+            r"unknown unit 'mg/dl' for crp_mg_l: use one of mg/L, mg/dL",
+        ),
+        (
+            "units: {ldh_u_l: ukat/L}\n",
+            r"units names ldh_u_l, which has no unit conversion.*crp_mg_l",
+        ),
+        ("rename: {CRP: crp_mg_l, crp: crp_mg_l}\n", r"'CRP' and 'crp' both to 'crp_mg_l'"),
+        ("recode: {product: {Yescarta: axicel}}\n", r"not a level \(did you mean 'axi-cel'"),
+        ("renames: {CRP: crp_mg_l}\n", r"unknown section 'renames' \(did you mean 'rename'\?\)"),
+        ("rename: [CRP, crp_mg_l]\n", r"malformed at rename"),
+        ("- rename\n", r"not a YAML mapping"),
+        ("", r"not a YAML mapping"),
+        ("rename: {CRP: crp_mg_l\n", r"not valid YAML at line \d+, column \d+"),
+    ],
+)
+def test_bad_mapping_files(tmp_path, text, pattern):
+    with pytest.raises(MappingError, match=pattern):
+        load_mapping(write(tmp_path, text))
+
+
+def test_missing_mapping_file(tmp_path):
+    with pytest.raises(MappingError, match=r"nowhere\.yaml does not exist"):
+        load_mapping(tmp_path / "nowhere.yaml")
+
+
+def test_fingerprint_ignores_key_order_and_tells_mappings_apart(tmp_path):
+    one = load_mapping(
+        write(tmp_path, "rename: {CRP: crp_mg_l, PLT: platelets_1e9_l}\nunits: {crp_mg_l: mg/dL}\n")
+    )
+    two = SiteMapping(
+        units={"crp_mg_l": "mg/dL"}, rename={"PLT": "platelets_1e9_l", "CRP": "crp_mg_l"}
+    )
+    other = SiteMapping(rename={"CRP": "crp_mg_l", "PLT": "platelets_1e9_l"})
+    assert one.fingerprint() == two.fingerprint()
+    assert one.fingerprint() != other.fingerprint()
+    assert len(one.fingerprint()) == 64
+    assert one.to_dict() == {
+        "rename": {"CRP": "crp_mg_l", "PLT": "platelets_1e9_l"},
+        "recode": {},
+        "units": {"crp_mg_l": "mg/dL"},
+    }
+
+
+def test_mapping_is_frozen():
+    mapping = SiteMapping()
+    with pytest.raises(ValueError, match="frozen"):
+        mapping.rename = {"a": "patient_id"}
