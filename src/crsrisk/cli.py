@@ -139,3 +139,116 @@ def _stem(path: Path) -> str:
     return path.stem
 
 
+
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="Training YAML [default: configs/train.yaml].")
+]
+
+
+def _labelled(data: Path, events: Path | None, mapping: Path | None):
+    """Validated rows and their severe-CRS labels, for training and evaluation."""
+    from crsrisk.grading import resolve_labels
+    from crsrisk.inputs import load_baseline, load_events
+
+    loaded = load_baseline(data, mapping=mapping, with_outcome=True)
+    result = loaded.result
+    say(f"read {result.n_read:,} rows: {len(result.valid):,} valid, "
+        f"{result.n_rejected_rows:,} rejected (see crsrisk validate for each row)")
+    for warning in result.warnings:
+        say(f"warning: {warning}")
+    event_table = None
+    if events is not None:
+        event_result = load_events(events)
+        if event_result.n_rejected_rows:
+            say(f"warning: {event_result.n_rejected_rows:,} event rows break the contract and "
+                "are not used for regrading")
+        event_table = event_result.valid
+    labels = resolve_labels(result.valid, event_table)
+    if labels.n_regraded:
+        say(f"{labels.n_regraded:,} labels regraded to ASTCT from the event table")
+    if labels.n_disagreeing:
+        say(f"warning: {labels.n_disagreeing:,} ASTCT labels disagree with their events "
+            "(kept as given)")
+    return loaded, labels
+
+
+@app.command()
+@user_errors
+def train(
+    data: Annotated[Path, typer.Option(help="Labelled baseline table, CSV or Parquet.")],
+    events: Annotated[Path | None, typer.Option(help="Raw CRS event table.")] = None,
+    mapping: MappingOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Train, evaluate, log to MLflow and register; prints the model URI and version."""
+    import time
+
+    from crsrisk.config import load_train_config
+    from crsrisk.registry import connect
+    from crsrisk.tracking import log_and_register
+    from crsrisk.train import train_models
+
+    start = time.perf_counter()
+    cfg = load_train_config(config)
+    loaded, labels = _labelled(data, events, mapping)
+    valid = loaded.result.valid
+    loaded_at = time.perf_counter()
+    result = train_models(valid, labels.severe, cfg)
+    for note in result.warnings:
+        say(f"warning: {note}")
+    trained_at = time.perf_counter()
+    say(f"{'candidate':<14}{'cv log loss':>12}{'cv AUROC':>10}{'test log loss':>15}"
+        f"{'test AUROC':>12}{'calibration':>13}")
+    for c in result.candidates:
+        mark = " <- selected" if c is result.selected else ""
+        say(f"{c.name:<14}{c.cv_metrics['cv_log_loss']:>12.4f}{c.cv_metrics['cv_auroc']:>10.3f}"
+            f"{c.test_metrics['log_loss']:>15.4f}{c.test_metrics['auroc']:>12.3f}"
+            f"{c.calibration:>13}{mark}")
+    gap = result.selected.cv_metrics["cv_auroc"] - result.selected.test_metrics["auroc"]
+    say(f"CV-to-test AUROC gap of the selected model: {gap:+.3f} "
+        f"({len(result.train_index):,} training rows, {len(result.test_index):,} test rows)")
+    store = connect(cfg.tracking)
+    registered = log_and_register(store, result, cfg, valid, labels.severe,
+                                  loaded.provenance)
+    done = time.perf_counter()
+    say(registered.decision)
+    say(f"time: load+validate {loaded_at - start:.1f} s, train {trained_at - loaded_at:.1f} s, "
+        f"log+register {done - trained_at:.1f} s, total {done - start:.1f} s")
+    typer.echo(f"{registered.model_uri} version {registered.version}")
+
+
+@app.command()
+@user_errors
+def promote(
+    version: Annotated[str, typer.Argument(help="The registered version to make champion.")],
+    reason: Annotated[str, typer.Option(help="Why, for the audit trail.")],
+    config: ConfigOption = None,
+) -> None:
+    """Make a registered version the champion by hand (recorded in the audit trail)."""
+    from crsrisk.config import load_train_config
+    from crsrisk.registry import connect
+    from crsrisk.registry import promote as promote_version
+
+    store = connect(load_train_config(config).tracking)
+    promote_version(store, version, reason)
+    say(f"version {version} of {store.model_name} is now champion")
+
+
+@app.command()
+@user_errors
+def models(config: ConfigOption = None) -> None:
+    """Registered versions, their aliases and key metrics, and the alias audit trail."""
+    from crsrisk.config import load_train_config
+    from crsrisk.registry import audit_trail, connect, list_versions
+
+    store = connect(load_train_config(config).tracking)
+    versions = list_versions(store)
+    if versions.empty:
+        typer.echo(f"no versions of {store.model_name} yet: run crsrisk train")
+        return
+    typer.echo(f"{store.model_name} at {store.uri}")
+    typer.echo(versions.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    trail = audit_trail(store)
+    typer.echo("\nalias changes:")
+    typer.echo(trail.drop(columns=["metrics"]).to_string(index=False))

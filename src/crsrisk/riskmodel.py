@@ -1,0 +1,179 @@
+"""The fitted risk model: features, estimator, calibrator, tiers and planning, as one object.
+
+Training builds it, the MLflow PythonModel wraps it, batch scoring calls it directly. Its
+``score`` turns validated contract rows into the score table of contract section 5.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+
+from crsrisk.columns import CONTRACT_VERSION
+from crsrisk.explain import Contributions, contributions_for, render_drivers
+
+PROBABILITY_FLOOR = 1e-6
+DRIVER_SCALE = "log-odds of the model before calibration"
+SCORE_COLUMNS = (
+    "patient_id",
+    "risk",
+    "risk_tier",
+    "top_drivers",
+    "planning",
+    "model_name",
+    "model_version",
+)
+TIERS = ("low", "intermediate", "high")
+
+
+class Calibrator:
+    """Maps the model's log-odds margin to a calibrated probability (sigmoid or isotonic)."""
+
+    def __init__(self, method: str = "sigmoid") -> None:
+        self.method = method
+
+    def fit(self, margin: np.ndarray, y: np.ndarray) -> Calibrator:
+        margin = np.asarray(margin, dtype=float).reshape(-1, 1)
+        if self.method == "sigmoid":
+            self.model_ = LogisticRegression(C=1e6, max_iter=1000).fit(margin, y)
+        elif self.method == "isotonic":
+            self.model_ = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(
+                margin.ravel(), y
+            )
+        else:
+            raise ValueError(f"unknown calibration method {self.method!r}")
+        return self
+
+    def predict(self, margin: np.ndarray) -> np.ndarray:
+        margin = np.asarray(margin, dtype=float)
+        if self.method == "sigmoid":
+            coef = float(self.model_.coef_[0, 0])
+            intercept = float(self.model_.intercept_[0])
+            p = 1.0 / (1.0 + np.exp(-(intercept + coef * margin)))
+        else:
+            p = self.model_.predict(margin)
+        return np.clip(p, PROBABILITY_FLOOR, 1.0 - PROBABILITY_FLOOR)
+
+
+@dataclass(frozen=True)
+class Tiers:
+    """risk < low -> low; low <= risk < high -> intermediate; risk >= high -> high."""
+
+    low: float
+    high: float
+
+    def assign(self, risk: np.ndarray) -> np.ndarray:
+        codes = (np.asarray(risk) >= self.low).astype(np.int8) + (
+            np.asarray(risk) >= self.high
+        ).astype(np.int8)
+        return np.asarray(TIERS, dtype=object)[codes]
+
+
+@dataclass
+class RiskModel:
+    """A fitted candidate: ``margin`` (log-odds), ``risk`` (calibrated), ``score`` (table)."""
+
+    kind: str
+    features: object | None  # FeatureBuilder, or None for the published-score comparators
+    estimator: object
+    calibrator: Calibrator
+    tiers: Tiers
+    planning: dict[str, str]
+    top_k: int = 3
+    name: str = "crs-severe"
+    version: str = "unregistered"
+    contract_version: str = CONTRACT_VERSION
+    info: dict = field(default_factory=dict)
+
+    # -- predictions -------------------------------------------------------------------------
+
+    def design(self, valid: pd.DataFrame) -> pd.DataFrame:
+        """The model matrix for validated contract rows."""
+        return self.features.transform(valid) if self.features is not None else valid
+
+    def margin(self, valid: pd.DataFrame, design: pd.DataFrame | None = None) -> np.ndarray:
+        """Uncalibrated log-odds."""
+        design = self.design(valid) if design is None else design
+        if self.kind == "xgboost":
+            booster = self.estimator.get_booster()
+            matrix = xgb.DMatrix(design, enable_categorical=True)
+            return booster.predict(matrix, output_margin=True)
+        return np.asarray(self.estimator.decision_function(design), dtype=float)
+
+    def risk(self, valid: pd.DataFrame) -> np.ndarray:
+        """Calibrated probability of ASTCT grade >= 3 CRS."""
+        return self.calibrator.predict(self.margin(valid))
+
+    def contributions(self, valid: pd.DataFrame) -> Contributions:
+        """Per-feature contributions to the margin (TreeSHAP or exact linear terms)."""
+        return contributions_for(self, valid)
+
+    def score(self, valid: pd.DataFrame, drivers: bool = True) -> pd.DataFrame:
+        """The score table (contract section 5) for validated rows, in their order."""
+        if drivers:
+            contrib = self.contributions(valid)
+            margin = contrib.margin
+            top = render_drivers(contrib, valid, self.top_k)
+        else:
+            margin = self.margin(valid)
+            top = pd.Series(pd.NA, index=valid.index, dtype="str")
+        risk = self.calibrator.predict(margin)
+        tier = self.tiers.assign(risk)
+        planning = pd.Series(tier, index=valid.index).map(self.planning)
+        return pd.DataFrame(
+            {
+                "patient_id": valid["patient_id"].to_numpy(),
+                "risk": risk,
+                "risk_tier": tier,
+                "top_drivers": top.to_numpy(),
+                "planning": planning.to_numpy(),
+                "model_name": self.name,
+                "model_version": str(self.version),
+            },
+            index=valid.index,
+        )
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the model to ``folder``: booster as UBJSON, the rest with joblib, meta as JSON."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        estimator = self.estimator
+        if self.kind == "xgboost":
+            estimator.get_booster().save_model(folder / "booster.ubj")
+        joblib.dump(self, folder / "risk_model.joblib")
+        (folder / "meta.json").write_text(json.dumps(self.meta(), indent=2, sort_keys=True))
+        return folder
+
+    def meta(self) -> dict:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "version": str(self.version),
+            "contract_version": self.contract_version,
+            "tiers": {"low": self.tiers.low, "high": self.tiers.high},
+            "drivers_scale": DRIVER_SCALE,
+            "python": platform.python_version(),
+            "xgboost": xgb.__version__,
+            **self.info,
+        }
+
+    @staticmethod
+    def load(folder: str | Path) -> RiskModel:
+        folder = Path(folder)
+        model: RiskModel = joblib.load(folder / "risk_model.joblib")
+        if model.kind == "xgboost":
+            booster = xgb.Booster()
+            booster.load_model(folder / "booster.ubj")
+            model.estimator.get_booster().load_model(bytearray(booster.save_raw("ubj")))
+        return model
