@@ -15,6 +15,9 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from crsrisk.baselines import easix, m_easix
+from crsrisk.features import feature_group, feature_label
+
 if TYPE_CHECKING:
     from crsrisk.riskmodel import RiskModel
 
@@ -59,14 +62,8 @@ class Contributions:
     scale: str = "log-odds of the model before calibration"
 
 
-def _group_of(feature: str) -> str:
-    from crsrisk.features import raw_value_column
-
-    return raw_value_column(feature) or feature
-
-
 def _grouped(values: np.ndarray, names: list[str], index: pd.Index) -> pd.DataFrame:
-    groups = [_group_of(n) for n in names]
+    groups = [feature_group(n) for n in names]
     unique = list(dict.fromkeys(groups))
     if len(unique) == len(names):
         return pd.DataFrame(values, columns=unique, index=index)
@@ -113,15 +110,26 @@ def _format_values(column: pd.Series) -> np.ndarray:
     return text.astype(object).where(column.notna(), "missing").to_numpy(dtype=object)
 
 
+CAR_T_ONLY_GROUPS = frozenset({"cell_dose_1e6_per_kg", "costim_domain"})
+SCORE_GROUPS = {"log2_m_easix": ("m-EASIX", m_easix), "log2_easix": ("EASIX", easix)}
+
+
 def _phrase(group: str, valid: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+    """"<label> <value> <unit>" for the driver ``group`` of the given rows."""
+    subset = valid.iloc[rows]
     if group in DISPLAY and group in valid.columns:
         label, unit = DISPLAY[group]
-        values = _format_values(valid[group].iloc[rows])
-        unit_part = f" {unit}" if unit else ""
-        return np.char.add(np.char.add(f"{label} ", values.astype(str)),
-                           np.where(values == "missing", "", unit_part))
-    from crsrisk.features import feature_label
-
+        values = _format_values(subset[group])
+        text = np.char.add(np.char.add(f"{label} ", values.astype(str)),
+                           np.where(values == "missing", "", f" {unit}" if unit else ""))
+        if group in CAR_T_ONLY_GROUPS:
+            bispecific = subset["therapy_class"].eq("bispecific").to_numpy()
+            text = np.where(bispecific, f"{label} not applicable (bispecific)", text)
+        return text
+    if group in SCORE_GROUPS:
+        label, compute = SCORE_GROUPS[group]
+        values = _format_values(compute(subset))
+        return np.char.add(f"{label} ", values.astype(str))
     return np.full(len(rows), feature_label(group), dtype=object)
 
 
