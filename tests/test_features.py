@@ -142,7 +142,8 @@ def test_tree_values_on_hand_checked_rows(tiny):
     assert p1["bridging_therapy"] == 1.0 and np.isnan(p2["bridging_therapy"])
     assert p3["hlh_history"] == 1.0 and p1["hlh_history"] == 0.0
     assert p1["ecog"] == 1.0 and np.isnan(p3["ecog"])
-    assert np.isnan(p2["cell_dose_1e6_per_kg"]) and p3["cell_dose_1e6_per_kg"] == 1.0
+    assert np.isnan(p2["log_cell_dose"]) and p3["log_cell_dose"] == pytest.approx(np.log2(1.01))
+    assert p1["log_platelets"] == pytest.approx(np.log2(151))
     # Costimulation: filled from the product table, "none" for a bispecific, given for other.
     assert list(out["costim"].astype(object)) == ["CD28", "none", "4-1BB"]
     assert list(out["product"].astype(object)) == ["axi-cel", "teclistamab", "other_car_t"]
@@ -382,7 +383,7 @@ def test_labels_and_raw_columns_for_examples():
     assert feature_label("log_crp_missing") == "CRP (mg/L) missing"
     assert raw_value_column("product=axi-cel") == "product"
     assert feature_label("product=axi-cel") == "Product: axi-cel"
-    assert raw_value_column("platelets_1e9_l_spline_2") == "platelets_1e9_l"
+    assert raw_value_column("log_platelets_spline_2") == "platelets_1e9_l"
     assert raw_value_column("flu_cy") == "lymphodepletion"
     assert raw_value_column("log2_m_easix") is None
     assert "m-EASIX" in feature_label("log2_m_easix")

@@ -43,6 +43,9 @@ LOG_LABS: dict[str, tuple[str, float]] = {
     "log_il6": ("il6_pg_ml", 1.0),
     "log_creatinine": ("creatinine_mg_dl", 0.0),
     "log_spd": ("spd_cm2", 1.0),
+    # Platelets and cell dose act multiplicatively too (Hay 2017); offsets keep 0 finite.
+    "log_platelets": ("platelets_1e9_l", 1.0),
+    "log_cell_dose": ("cell_dose_1e6_per_kg", 0.01),
 }
 BOOLEAN_COLUMNS = ("bridging_therapy", "bulky_disease", "prior_autoimmune_disease", "hlh_history")
 
@@ -50,13 +53,13 @@ CONTINUOUS_FEATURES: tuple[str, ...] = (
     "age_years",
     "ecog",
     "prior_lines",
-    "cell_dose_1e6_per_kg",
+    "log_cell_dose",
     "log_ldh",
     "log_crp",
     "log_ferritin",
     "log_il6",
     "log_creatinine",
-    "platelets_1e9_l",
+    "log_platelets",
     "anc_1e9_l",
     "hemoglobin_g_dl",
     "log_spd",
@@ -79,7 +82,7 @@ SPLINE_FEATURES: tuple[str, ...] = (
     "age_years",
     "log_ldh",
     "log_crp",
-    "platelets_1e9_l",
+    "log_platelets",
     "tumour_burden",
 )
 SPLINE_KNOTS = 4
@@ -173,12 +176,11 @@ def _burden_log(df: pd.DataFrame, dx_codes: np.ndarray) -> tuple[np.ndarray, np.
 def _common(df: pd.DataFrame, burden_mean: np.ndarray, burden_sd: np.ndarray) -> dict:
     """All derived features; numeric as float64 arrays, categoricals as contract-level codes."""
     out: dict[str, np.ndarray] = {}
-    for name in ("age_years", "ecog", "prior_lines", "cell_dose_1e6_per_kg"):
+    for name in ("age_years", "ecog", "prior_lines"):
         out[name] = _floats(df, name)
     for name, (column, offset) in LOG_LABS.items():
         out[name] = np.log2(_floats(df, column) + offset)
     for name in (
-        "platelets_1e9_l",
         "anc_1e9_l",
         "hemoglobin_g_dl",
         "marrow_blasts_pct",

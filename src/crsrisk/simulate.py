@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -547,6 +548,28 @@ def simulate_cohort(
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     cfg = config if config is not None else SimulationConfig()
+    cohort, _ = _simulate(n, seed, cfg, reference_intercepts())
+    return cohort
+
+
+# The per-product intercepts are calibrated once, on a large reference cohort of the default
+# configuration, so that every seed and every config share one true risk model: a model trained
+# on one seed can then be tested on another (external validation) without a shifted truth.
+REFERENCE_N = 200_000
+REFERENCE_SEED = 20240601
+
+
+@lru_cache(maxsize=1)
+def reference_intercepts() -> np.ndarray:
+    """Per-product log-odds intercepts matching SEVERE_TARGET on the reference cohort."""
+    _, intercept = _simulate(REFERENCE_N, REFERENCE_SEED, SimulationConfig(), None)
+    return intercept
+
+
+def _simulate(
+    n: int, seed: int, cfg: SimulationConfig, intercept: np.ndarray | None
+) -> tuple[SimulatedCohort, np.ndarray]:
+    """Simulate; calibrate the intercepts on this cohort when ``intercept`` is None."""
     rng = np.random.default_rng(seed)
     n_dx = len(DIAGNOSES)
     n_prod = len(_PRODUCT_NAMES)
@@ -753,7 +776,8 @@ def simulate_cohort(
         + BETA["prior_lines"] * (prior_lines - 3)
     )
     targets = np.array([SEVERE_TARGET[p] for p in _PRODUCT_NAMES])
-    intercept = _calibrate_intercepts(eta, product, targets)
+    if intercept is None:
+        intercept = _calibrate_intercepts(eta, product, targets)
     true_risk = expit(intercept[product] + eta)
 
     # --- outcome: severity, full ASTCT grade, raw events -------------------------------------
@@ -888,7 +912,7 @@ def simulate_cohort(
             "crs_death": _bool_series(crs_death, none),
         }
     )
-    return SimulatedCohort(baseline=baseline, events=events, true_risk=true_risk)
+    return SimulatedCohort(baseline=baseline, events=events, true_risk=true_risk), intercept
 
 
 def _clip_to_contract(frame: pd.DataFrame) -> None:

@@ -1,0 +1,116 @@
+"""Self-contained model directories for offline scoring, with a checksum manifest.
+
+`crsrisk export` copies a registered model out of the registry into a plain MLflow model
+directory and writes `crsrisk-manifest.json` (sha256 of every file, contract version, model name
+and version). Loading checks the manifest first: a changed, missing or corrupted file, or a model
+built for another contract version, is refused with one sentence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+from crsrisk.columns import CONTRACT_VERSION
+from crsrisk.errors import CrsriskError
+from crsrisk.riskmodel import RiskModel
+
+MANIFEST = "crsrisk-manifest.json"
+RISK_MODEL_FOLDER = Path("artifacts") / "risk_model"
+
+
+class ExportError(CrsriskError):
+    """An exported model cannot be written or trusted."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+
+
+def looks_exported(uri: str | Path) -> bool:
+    """True for a local directory (exported models are directories, registry URIs are not)."""
+    return "://" not in str(uri) and not str(uri).startswith("models:") and Path(uri).is_dir()
+
+
+def export_model(uri: str, out: str | Path) -> dict:
+    """Copy the model at ``uri`` into ``out`` with a checksum manifest; returns the manifest."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from crsrisk.registry import resolve_tracking_uri
+
+    out = Path(out)
+    if out.exists():
+        raise ExportError(f"{out} already exists: choose a new folder or remove it first.")
+    mlflow.set_tracking_uri(resolve_tracking_uri())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+        staging = Path(tmp) / "model"
+        try:
+            mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(staging))
+        except (MlflowException, OSError) as exc:
+            raise ExportError(
+                f"The model {uri} could not be fetched ({type(exc).__name__}): check the URI "
+                "with crsrisk models."
+            ) from exc
+        risk_model = RiskModel.load(staging / RISK_MODEL_FOLDER)
+        manifest = {
+            "model_name": risk_model.name,
+            "model_version": str(risk_model.version),
+            "contract_version": risk_model.contract_version,
+            "source_uri": uri,
+            "files": {str(p.relative_to(staging)): _sha256(p) for p in _files(staging)},
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        staging.rename(out)
+    return manifest
+
+
+def verify(folder: str | Path) -> dict:
+    """Check an exported model against its manifest; returns the manifest."""
+    folder = Path(folder)
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        raise ExportError(
+            f"{folder} has no {MANIFEST}: it is not an exported crsrisk model; export one with "
+            "crsrisk export --model URI --out DIR."
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        expected = manifest["files"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ExportError(f"{manifest_path} is corrupted: export the model again.") from exc
+    present = {str(p.relative_to(folder)) for p in _files(folder)}
+    missing = sorted(set(expected) - present)
+    if missing:
+        raise ExportError(f"{folder} lacks {missing[0]}: the export is incomplete; export again.")
+    for name, digest in expected.items():
+        if _sha256(folder / name) != digest:
+            raise ExportError(
+                f"{folder / name} does not match its checksum: the model was changed or "
+                "corrupted after export; export it again from the registry."
+            )
+    if manifest.get("contract_version") != CONTRACT_VERSION:
+        raise ExportError(
+            f"{folder} was built for data contract version {manifest.get('contract_version')}, "
+            f"this crsrisk uses version {CONTRACT_VERSION}: retrain or use a matching crsrisk."
+        )
+    return manifest
+
+
+def load_exported(folder: str | Path) -> RiskModel:
+    """The RiskModel of a verified exported directory (no tracking store needed)."""
+    verify(folder)
+    return RiskModel.load(Path(folder) / RISK_MODEL_FOLDER)
+
+
