@@ -49,3 +49,74 @@ def baseline_frame(n_copies: int = 1, **overrides: list[str]) -> pd.DataFrame:
 @pytest.fixture
 def baseline() -> pd.DataFrame:
     return baseline_frame()
+
+
+# ------------------------------------------------------------------------------------------
+# A small trained, registered model shared by the scoring, export, serving and report tests.
+# ------------------------------------------------------------------------------------------
+
+import os  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_ambient_tracking_store():
+    """Tests never write to a tracking store named by the environment."""
+    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield
+    if saved is not None:
+        os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
+def fast_config(folder: Path, **overrides):
+    """A training config that runs in seconds, tracking into ``folder``."""
+    from crsrisk.config import load_train_config
+
+    config = load_train_config()
+    settings = {
+        "candidates": ("m_easix", "logistic", "xgboost"),
+        "cv": config.cv.model_copy(update={"folds": 3}),
+        "search": config.search.model_copy(
+            update={"xgboost_trials": 1, "logistic_c": (0.3,), "logistic_splines": (False,)}
+        ),
+        "tracking": config.tracking.model_copy(
+            update={"uri": f"sqlite:///{folder / 'mlflow.db'}",
+                    "artifact_root": str(folder / "mlartifacts")}
+        ),
+        **overrides,
+    }
+    return config.model_copy(update=settings)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A registered champion trained on a simulated cohort."""
+
+    uri: str  # tracking URI (sqlite) to set as MLFLOW_TRACKING_URI
+    folder: Path  # holds mlflow.db and mlartifacts/
+    model_uri: str  # models:/crs-severe/1
+    cohort: object  # crsrisk.simulate.SimulatedCohort used for training
+    config: object
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> Trained:
+    """XGBoost trained on 2,000 simulated patients and registered as champion (version 1)."""
+    from crsrisk.contract import validate
+    from crsrisk.grading import resolve_labels
+    from crsrisk.registry import connect
+    from crsrisk.simulate import simulate_cohort
+    from crsrisk.tracking import log_and_register
+    from crsrisk.train import train_models
+
+    folder = tmp_path_factory.mktemp("registry")
+    config = fast_config(folder, candidates=("xgboost",))
+    cohort = simulate_cohort(2000, seed=11)
+    valid = validate(cohort.baseline).valid
+    labels = resolve_labels(valid, None)
+    result = train_models(valid, labels.severe, config)
+    store = connect(config.tracking)
+    registered = log_and_register(store, result, config, valid, labels.severe,
+                                  {"input_file": "simulated", "mapping_fingerprint": "none"})
+    return Trained(store.uri, folder, registered.model_uri, cohort, config)

@@ -7,7 +7,6 @@ with a message naming each problem (the REST server answers it with HTTP 400).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from mlflow.exceptions import MlflowException
@@ -83,7 +82,7 @@ class CrsRiskModel(PythonModel):
         self,
         context: PythonModelContext,
         model_input: pd.DataFrame,
-        params: dict[str, Any] | None = None,
+        params: dict[str, bool] | None = None,
     ) -> pd.DataFrame:
         drivers = True if not params else bool(params.get("drivers", True))
         result = validate(model_input, with_outcome=False, allow_all_rejected=True)
