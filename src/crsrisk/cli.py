@@ -31,15 +31,13 @@ MappingOption = Annotated[
 @app.callback()
 def _quiet_libraries() -> None:
     """Keep the output to crsrisk's own lines: mlflow's info logs and progress bars add noise."""
-    import logging
     import os
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    # mlflow warns that a PythonModel object is cloudpickled; ours is a small class from this
-    # installed package, and the artefacts it loads are checksummed on export.
-    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # mlflow's own INFO/WARNING lines (database set-up, "a PythonModel object is cloudpickled":
+    # ours is a small class of this installed package, its artefacts checksummed on export) would
+    # drown crsrisk's output; set MLFLOW_LOGGING_LEVEL yourself to see them.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
 
 
 def say(message: str) -> None:
@@ -219,9 +217,12 @@ def train(
         say(f"{c.name:<14}{c.cv_metrics['cv_log_loss']:>12.4f}{c.cv_metrics['cv_auroc']:>10.3f}"
             f"{c.test_metrics['log_loss']:>15.4f}{c.test_metrics['auroc']:>12.3f}"
             f"{c.calibration:>13}{mark}")
-    gap = result.selected.cv_metrics["cv_auroc"] - result.selected.test_metrics["auroc"]
-    say(f"CV-to-test AUROC gap of the selected model: {gap:+.3f} "
-        f"({len(result.train_index):,} training rows, {len(result.test_index):,} test rows)")
+    selected = result.selected
+    auroc = selected.test_intervals.set_index("metric").loc["auroc"]
+    gap = selected.cv_metrics["cv_auroc"] - selected.test_metrics["auroc"]
+    say(f"selected {selected.name}: test AUROC {auroc['estimate']:.3f} (95% CI "
+        f"{auroc['lower']:.3f}-{auroc['upper']:.3f}, {selected.test_metrics['events']} events in "
+        f"{len(result.test_index):,} test rows); CV-to-test AUROC gap {gap:+.3f}")
     store = connect(cfg.tracking)
     registered = log_and_register(store, result, cfg, valid, labels.severe,
                                   loaded.provenance)

@@ -62,6 +62,8 @@ class Store:
 def connect(config: TrackingConfig | None = None) -> Store:
     """Point mlflow at the tracking store and make sure the experiment exists."""
     config = config or TrackingConfig()
+    # Read before set_tracking_uri, which exports MLFLOW_TRACKING_URI itself.
+    embedded = not os.environ.get("MLFLOW_TRACKING_URI")
     uri = resolve_tracking_uri(config)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -69,7 +71,7 @@ def connect(config: TrackingConfig | None = None) -> Store:
     try:
         experiment = client.get_experiment_by_name(config.experiment)
         if experiment is None:
-            location = None if os.environ.get("MLFLOW_TRACKING_URI") else artifact_location(config)
+            location = artifact_location(config) if embedded else None
             experiment_id = client.create_experiment(config.experiment, location)
         else:
             experiment_id = experiment.experiment_id
@@ -81,7 +83,7 @@ def connect(config: TrackingConfig | None = None) -> Store:
 def version_by_alias(store: Store, alias: str) -> str | None:
     """The version holding ``alias``, or None."""
     try:
-        return store.client.get_model_version_by_alias(store.model_name, alias).version
+        return str(store.client.get_model_version_by_alias(store.model_name, alias).version)
     except MlflowException:
         return None
 
@@ -137,8 +139,10 @@ def audit_trail(store: Store) -> pd.DataFrame:
         return pd.DataFrame(columns=["when", "who", "alias", "version", "previous_version",
                                      "reason", "metrics"])
     rows = [json.loads(v) for k, v in sorted(tags.items()) if k.startswith(AUDIT_PREFIX)]
-    return pd.DataFrame(rows, columns=["when", "who", "alias", "version", "previous_version",
-                                       "reason", "metrics"])
+    frame = pd.DataFrame(rows, columns=["when", "who", "alias", "version", "previous_version",
+                                        "reason", "metrics"])
+    return frame.astype({"version": "str", "previous_version": "str"}).fillna(
+        {"previous_version": ""})
 
 
 def promote(store: Store, version: str, reason: str) -> None:
@@ -164,7 +168,7 @@ def list_versions(store: Store) -> pd.DataFrame:
     holders = {alias: version_by_alias(store, alias) for alias in (CHAMPION, CHALLENGER)}
     rows = []
     for mv in versions:
-        aliases = [a for a, v in holders.items() if v == mv.version]
+        aliases = [a for a, v in holders.items() if v == str(mv.version)]
         metrics = {
             k[len(METRIC_TAG_PREFIX):]: float(v)
             for k, v in mv.tags.items()

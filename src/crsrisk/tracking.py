@@ -171,7 +171,8 @@ def log_and_register(
         mlflow.set_tags({**fingerprint, "git_commit": git_commit(), **library_versions(),
                          "selected_candidate": selected.name})
         for name, metrics in iter_metrics(result):
-            with mlflow.start_run(run_name=name, nested=True):
+            with mlflow.start_run(experiment_id=store.experiment_id, run_name=name,
+                                  nested=True):
                 candidate = next(c for c in result.candidates if c.name == name)
                 mlflow.log_params({**{k: str(v) for k, v in candidate.params.items()},
                                    "calibration": candidate.calibration})
@@ -182,6 +183,15 @@ def log_and_register(
             **{f"test_{k}": v for k, v in selected.test_metrics.items() if np.isfinite(v)},
             **{f"timing_{k}_s": v for k, v in result.timings.items()},
         })
+        intervals = selected.test_intervals
+        if intervals is not None:
+            mlflow.log_metrics({
+                f"test_{r.metric}_{bound}": getattr(r, bound)
+                for r in intervals.itertuples() for bound in ("lower", "upper")
+                if np.isfinite(getattr(r, bound))
+            })
+            mlflow.log_dict({"test_intervals": intervals.to_dict("records")},
+                            "test_intervals.json")
         mlflow.log_dict(
             {"tiers": {"low": selected.model.tiers.low, "high": selected.model.tiers.high},
              "warnings": result.warnings},
@@ -207,9 +217,10 @@ def log_and_register(
                     pip_requirements=[f"crsrisk=={importlib.metadata.version('crsrisk')}"],
                 )
         registered = mlflow.register_model(info.model_uri, store.model_name)
+        registered_version = str(registered.version)
         run_id = run.info.run_id
-    if registered.version != version:
-        store.client.set_model_version_tag(store.model_name, registered.version,
+    if registered_version != version:
+        store.client.set_model_version_tag(store.model_name, registered_version,
                                            "version_in_scores", version)
     metrics = {**selected.cv_metrics, **{f"test_{k}": v for k, v in
                                          selected.test_metrics.items()}}
@@ -218,12 +229,12 @@ def log_and_register(
     tags.update({"candidate": selected.name, "contract_version": CONTRACT_VERSION,
                  "data_sha256": fingerprint["data_sha256"], "run_id": run_id})
     for key, value in tags.items():
-        store.client.set_model_version_tag(store.model_name, registered.version, key, value)
-    set_alias(store, CHALLENGER, registered.version, "new version from crsrisk train")
-    decision = _decide_champion(store, registered.version, result, valid, y_test, config)
-    is_champion = version_by_alias(store, CHAMPION) == registered.version
-    return RegisteredModel(run_id, registered.version,
-                           f"models:/{store.model_name}/{registered.version}",
+        store.client.set_model_version_tag(store.model_name, registered_version, key, value)
+    set_alias(store, CHALLENGER, registered_version, "new version from crsrisk train")
+    decision = _decide_champion(store, registered_version, result, valid, y_test, config)
+    is_champion = version_by_alias(store, CHAMPION) == registered_version
+    return RegisteredModel(run_id, registered_version,
+                           f"models:/{store.model_name}/{registered_version}",
                            is_champion, decision)
 
 

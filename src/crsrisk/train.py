@@ -22,7 +22,7 @@ from sklearn.pipeline import Pipeline
 from crsrisk.baselines import ScoreComparator
 from crsrisk.config import TrainConfig
 from crsrisk.errors import CrsriskError
-from crsrisk.evaluate import point_metrics
+from crsrisk.evaluate import bootstrap_metrics, point_metrics
 from crsrisk.features import FeatureBuilder
 from crsrisk.riskmodel import Calibrator, RiskModel, Tiers
 
@@ -63,6 +63,7 @@ class CandidateResult:
     test_risk: np.ndarray | None = None
     test_metrics: dict[str, float] = field(default_factory=dict)
     search: list[dict] = field(default_factory=list)
+    test_intervals: pd.DataFrame | None = None  # bootstrap 95% intervals (selected model only)
 
 
 @dataclass
@@ -340,6 +341,10 @@ def train_models(
         results.append(result)
         timings[f"candidate_{name}"] = time.perf_counter() - start
     selected = min(results, key=lambda r: r.cv_metrics["cv_log_loss"])
+    start = time.perf_counter()
+    selected.test_intervals = bootstrap_metrics(y_test, selected.test_risk, n_boot=500,
+                                                seed=config.seed)
+    timings["test_bootstrap"] = time.perf_counter() - start
     return TrainingResult(results, selected, train_index, test_index, timings, warnings)
 
 
