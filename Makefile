@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-OUT := out
+DEMO := out/demo
 DEMO_N ?= 10000
+CRSRISK := $(abspath $(BIN))/crsrisk
 
 .DEFAULT_GOAL := help
 
@@ -15,28 +16,40 @@ help: ## List the targets
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,spark]"
 	touch $(STAMP)
 
 venv: $(STAMP) ## Create .venv and install crsrisk with its pinned dependencies
 
-demo: $(STAMP) ## Simulate a cohort, validate it (later: train, score, report)
-	mkdir -p $(OUT)
-	$(BIN)/crsrisk simulate --n $(DEMO_N) --seed 1 --out $(OUT)/cohort.csv --events $(OUT)/events.csv
-	$(BIN)/crsrisk validate $(OUT)/cohort.csv --events $(OUT)/events.csv --rejected $(OUT)/cohort.rejected.csv
+demo: $(STAMP) ## Simulate, validate, train, score, stratify, evaluate externally, write the report
+	mkdir -p $(DEMO)
+	cd $(DEMO) && $(CRSRISK) simulate --n $(DEMO_N) --seed 1 --out cohort.csv --events events.csv
+	cd $(DEMO) && $(CRSRISK) validate cohort.csv --events events.csv --rejected cohort.rejected.csv
+	cd $(DEMO) && $(CRSRISK) train --data cohort.csv --events events.csv
+	cd $(DEMO) && $(CRSRISK) models
+	cd $(DEMO) && $(CRSRISK) simulate --n 5000 --seed 2 --out incoming.csv --events incoming_events.csv
+	cd $(DEMO) && $(CRSRISK) score incoming.csv --out scores.csv --rejected scores.rejected.csv
+	cd $(DEMO) && $(CRSRISK) stratify incoming.csv --out strata.csv --strata 3 --randomize A,B --block-size 4 --seed 7
+	cd $(DEMO) && $(CRSRISK) evaluate --data incoming.csv --events incoming_events.csv --out external_metrics.json
+	cd $(DEMO) && $(CRSRISK) report --data incoming.csv --out report.html
+	@echo "demo outputs in $(DEMO)/: scores.csv, strata.csv, external_metrics.json, report.html"
 
-test: $(STAMP) ## Run the test suite (warnings are errors)
+test: $(STAMP) ## Run the test suite (warnings are errors); installs headless Chromium if missing
+	bash scripts/ensure_chromium.sh
 	$(BIN)/python -m pytest
 
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
 
 bench: $(STAMP) ## Benchmarks (print ratios against a reference in the same run)
 	$(BIN)/python bench/simulation_check.py --n 100000 --seed 1
 	$(BIN)/python bench/validation.py --n 1000000
+	$(BIN)/python bench/train.py --n 10000
+	$(BIN)/python bench/explain.py --n 20000
+	$(BIN)/python bench/scoring.py --n 1000000
+	$(BIN)/python bench/spark_scoring.py --n 2000000
 
 clean: ## Remove generated outputs (not the venv)
-	rm -rf $(OUT) mlruns mlartifacts mlflow.db .pytest_cache
+	rm -rf out mlruns mlartifacts mlflow.db .pytest_cache
 
 .PHONY: help venv demo test lint bench clean
