@@ -14,6 +14,8 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import xgboost as xgb
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
@@ -64,6 +66,39 @@ class Calibrator:
         return np.clip(p, PROBABILITY_FLOOR, 1.0 - PROBABILITY_FLOOR)
 
 
+class Recalibrated:
+    """A calibrator refitted for a new cohort: ``logit(p) = intercept + slope * logit(base(m))``.
+
+    Logistic recalibration (intercept and slope) composed with the model's existing calibrator,
+    as ``crsrisk recalibrate`` fits it for a new site. ``intercept = 0, slope = 1`` is the base.
+
+    Parameters
+    ----------
+    base
+        The calibrator being updated (a `Calibrator`, or another `Recalibrated`).
+    intercept, slope
+        Of the logistic regression of the new cohort's outcomes on ``logit(base(margin))``.
+    cohort
+        What it was fitted on (a file name or site), for the record.
+    """
+
+    def __init__(self, base: Calibrator | Recalibrated, intercept: float, slope: float,
+                 cohort: str = "") -> None:
+        self.base = base
+        self.intercept = float(intercept)
+        self.slope = float(slope)
+        self.cohort = cohort
+
+    @property
+    def method(self) -> str:
+        return f"{self.base.method} + logistic recalibration"
+
+    def predict(self, margin: np.ndarray) -> np.ndarray:
+        p = self.base.predict(margin)
+        z = self.intercept + self.slope * np.log(p / (1.0 - p))
+        return np.clip(1.0 / (1.0 + np.exp(-z)), PROBABILITY_FLOOR, 1.0 - PROBABILITY_FLOOR)
+
+
 @dataclass(frozen=True)
 class Tiers:
     """risk < low -> low; low <= risk < high -> intermediate; risk >= high -> high."""
@@ -71,11 +106,21 @@ class Tiers:
     low: float
     high: float
 
-    def assign(self, risk: np.ndarray) -> np.ndarray:
-        codes = (np.asarray(risk) >= self.low).astype(np.int8) + (
+    def codes(self, risk: np.ndarray) -> np.ndarray:
+        """0 low, 1 intermediate, 2 high (positions in TIERS)."""
+        return (np.asarray(risk) >= self.low).astype(np.int8) + (
             np.asarray(risk) >= self.high
         ).astype(np.int8)
-        return np.asarray(TIERS, dtype=object)[codes]
+
+    def assign(self, risk: np.ndarray) -> np.ndarray:
+        return np.asarray(TIERS, dtype=object)[self.codes(risk)]
+
+
+def _texts(choices: list[str | None], codes: np.ndarray, index: pd.Index) -> pd.Series:
+    """``choices[code]`` for each code, as a text column: a few long texts (planning) repeated
+    on every row are copied by Arrow instead of being converted row by row."""
+    taken = pc.take(pa.array(choices, type=pa.large_string()), pa.array(codes))
+    return pd.Series(taken.to_pandas(), dtype="str").set_axis(index)
 
 
 @dataclass
@@ -104,9 +149,9 @@ class RiskModel:
         """Uncalibrated log-odds."""
         design = self.design(valid) if design is None else design
         if self.kind == "xgboost":
+            # In-place prediction skips the DMatrix copy; the margins are identical.
             booster = self.estimator.get_booster()
-            matrix = xgb.DMatrix(design, enable_categorical=True)
-            return booster.predict(matrix, output_margin=True)
+            return booster.inplace_predict(design, predict_type="margin")
         return np.asarray(self.estimator.decision_function(design), dtype=float)
 
     def risk(self, valid: pd.DataFrame) -> np.ndarray:
@@ -127,17 +172,17 @@ class RiskModel:
             margin = self.margin(valid)
             top = pd.Series(pd.NA, index=valid.index, dtype="str")
         risk = self.calibrator.predict(margin)
-        tier = self.tiers.assign(risk)
-        planning = pd.Series(tier, index=valid.index).map(self.planning)
+        codes = self.tiers.codes(risk)
+        n = np.zeros(len(risk), dtype=np.int8)
         return pd.DataFrame(
             {
-                "patient_id": valid["patient_id"].to_numpy(),
+                "patient_id": valid["patient_id"].astype("str"),
                 "risk": risk,
-                "risk_tier": tier,
-                "top_drivers": top.to_numpy(),
-                "planning": planning.to_numpy(),
-                "model_name": self.name,
-                "model_version": str(self.version),
+                "risk_tier": _texts(list(TIERS), codes, valid.index),
+                "top_drivers": top,
+                "planning": _texts([self.planning.get(t) for t in TIERS], codes, valid.index),
+                "model_name": _texts([self.name], n, valid.index),
+                "model_version": _texts([str(self.version)], n, valid.index),
             },
             index=valid.index,
         )

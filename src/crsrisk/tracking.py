@@ -56,6 +56,9 @@ def data_fingerprint(valid: pd.DataFrame, severe: pd.Series, extra: dict[str, st
         "data_sha256": fingerprint_frame(valid[columns].assign(_severe=severe.to_numpy())),
         "data_rows": str(len(valid)),
         "data_events": str(int(severe.sum())),
+        # The simulator's ids (SIM-000001...): reports warn that such a model is for testing.
+        "data_simulated": str(bool(valid["patient_id"].astype("str").str.startswith("SIM-").all())
+                              ).lower(),
         "contract_version": CONTRACT_VERSION,
         **extra,
     }
