@@ -17,8 +17,6 @@ import importlib.metadata
 import json
 import math
 import re
-import tempfile
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -601,28 +599,6 @@ class RegisteredRecalibration:
     source: str
 
 
-def _log_risk_model(model: RiskModel) -> object:
-    """Log ``model`` as the run's PythonModel, as training does; returns mlflow's ModelInfo."""
-    import mlflow
-
-    from crsrisk.model import ARTIFACT_KEY, CrsRiskModel, signature
-    from crsrisk.tracking import synthetic_example
-
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = model.save(Path(tmp) / "risk_model")
-        with warnings.catch_warnings():
-            # mlflow suggests type-hint based validation; the signature does that job here.
-            warnings.filterwarnings("ignore", message=".*type hint.*", category=UserWarning)
-            return mlflow.pyfunc.log_model(
-                name="model",
-                python_model=CrsRiskModel(),
-                artifacts={ARTIFACT_KEY: str(folder)},
-                signature=signature(),
-                input_example=synthetic_example(),
-                pip_requirements=[f"crsrisk=={importlib.metadata.version('crsrisk')}"],
-            )
-
-
 def register_recalibrated(
     recalibration: Recalibration,
     source_uri: str,
@@ -647,7 +623,7 @@ def register_recalibrated(
 
     from crsrisk.columns import CONTRACT_VERSION
     from crsrisk.registry import CHALLENGER, METRIC_TAG_PREFIX, connect, set_alias
-    from crsrisk.tracking import git_commit, library_versions
+    from crsrisk.tracking import git_commit, library_versions, log_risk_model
 
     store = connect(tracking)
     ref, how = find_version(store.client, source_uri, source)
@@ -691,7 +667,7 @@ def register_recalibrated(
                                 "after_cross_validated": recalibration.after_cv,
                                 "after_apparent": recalibration.after_apparent}),
                         "recalibration.json")
-        info = _log_risk_model(model)
+        info = log_risk_model(model)
         registered = mlflow.register_model(info.model_uri, name)
         run_id = run.info.run_id
     registered_version = str(registered.version)  # an int on some stores

@@ -128,6 +128,23 @@ def synthetic_example() -> pd.DataFrame:
     return to_wire(validate(pd.DataFrame([row])).valid)
 
 
+def log_risk_model(model: RiskModel) -> mlflow.models.model.ModelInfo:
+    """Log ``model`` as the active run's PythonModel (signature, synthetic input example)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = model.save(Path(tmp) / "risk_model")
+        with warnings.catch_warnings():
+            # mlflow suggests type-hint based validation; the signature does that job here.
+            warnings.filterwarnings("ignore", message=".*type hint.*", category=UserWarning)
+            return mlflow.pyfunc.log_model(
+                name="model",
+                python_model=CrsRiskModel(),
+                artifacts={ARTIFACT_KEY: str(folder)},
+                signature=signature(),
+                input_example=synthetic_example(),
+                pip_requirements=[f"crsrisk=={importlib.metadata.version('crsrisk')}"],
+            )
+
+
 @dataclass(frozen=True)
 class RegisteredModel:
     run_id: str
@@ -203,22 +220,10 @@ def log_and_register(
         for path, figure in _plots(result, y_test).items():
             mlflow.log_figure(figure, path)
             plt.close(figure)
-        with tempfile.TemporaryDirectory() as tmp:
-            selected.model.info.update({"data_sha256": fingerprint["data_sha256"],
-                                        "mapping_fingerprint": provenance.get(
-                                            "mapping_fingerprint", "none")})
-            folder = selected.model.save(Path(tmp) / "risk_model")
-            with warnings.catch_warnings():
-                # mlflow suggests type-hint based validation; the signature does that job here.
-                warnings.filterwarnings("ignore", message=".*type hint.*", category=UserWarning)
-                info = mlflow.pyfunc.log_model(
-                    name="model",
-                    python_model=CrsRiskModel(),
-                    artifacts={ARTIFACT_KEY: str(folder)},
-                    signature=signature(),
-                    input_example=synthetic_example(),
-                    pip_requirements=[f"crsrisk=={importlib.metadata.version('crsrisk')}"],
-                )
+        selected.model.info.update({"data_sha256": fingerprint["data_sha256"],
+                                    "mapping_fingerprint": provenance.get(
+                                        "mapping_fingerprint", "none")})
+        info = log_risk_model(selected.model)
         registered = mlflow.register_model(info.model_uri, store.model_name)
         registered_version = str(registered.version)
         run_id = run.info.run_id
