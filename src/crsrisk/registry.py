@@ -66,7 +66,6 @@ def connect(config: TrackingConfig | None = None) -> Store:
     embedded = not os.environ.get("MLFLOW_TRACKING_URI")
     uri = resolve_tracking_uri(config)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
     client = MlflowClient(uri, uri)
     try:
         experiment = client.get_experiment_by_name(config.experiment)
