@@ -59,14 +59,30 @@ import os  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+MLFLOW_STORE_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _no_ambient_tracking_store():
-    """Tests never write to a tracking store named by the environment."""
-    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    """Tests never write to a tracking store or registry named by the environment."""
+    saved = {name: os.environ.pop(name, None) for name in MLFLOW_STORE_VARIABLES}
     yield
-    if saved is not None:
-        os.environ["MLFLOW_TRACKING_URI"] = saved
+    for name, value in saved.items():
+        if value is not None:
+            os.environ[name] = value
+
+
+@pytest.fixture(autouse=True)
+def _store_variables_restored():
+    """mlflow.set_tracking_uri / set_registry_uri export these variables behind monkeypatch's
+    back; put them back after every test so that no test inherits another's store."""
+    saved = {name: os.environ.get(name) for name in MLFLOW_STORE_VARIABLES}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def fast_config(folder: Path, **overrides):
@@ -116,6 +132,8 @@ def trained(tmp_path_factory) -> Trained:
     valid = validate(cohort.baseline).valid
     labels = resolve_labels(valid, None)
     result = train_models(valid, labels.severe, config)
+    for name in MLFLOW_STORE_VARIABLES:  # the config's own store, whatever ran before
+        os.environ.pop(name, None)
     store = connect(config.tracking)
     registered = log_and_register(store, result, config, valid, labels.severe,
                                   {"input_file": "simulated", "mapping_fingerprint": "none"})

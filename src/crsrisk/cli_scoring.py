@@ -2,18 +2,51 @@
 
 from __future__ import annotations
 
+import contextlib
+import enum
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from crsrisk.cli import EXIT_REJECTED, MappingOption, app, say, user_errors
+from crsrisk.errors import CrsriskError
 
 ModelOption = Annotated[
     str,
     typer.Option("--model", help="Registered model URI or exported model directory."),
 ]
 DEFAULT_MODEL_URI = "models:/crs-severe@champion"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+class Engine(enum.StrEnum):
+    pandas = "pandas"
+    spark = "spark"
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C so that temporary files are removed."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM unwinds like Ctrl-C (outputs stay atomic, no temp files)."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @app.command()
@@ -25,21 +58,56 @@ def score(
     mapping: MappingOption = None,
     rejected: Annotated[
         Path | None,
-        typer.Option(help="Where to write rejected rows [default: beside --out]."),
+        typer.Option(help="Where to write rejected rows [default: <out>.rejected.csv beside it]."),
     ] = None,
     drivers: Annotated[bool, typer.Option(help="Add SHAP drivers in words.")] = True,
     chunk_size: Annotated[int, typer.Option(min=1, help="Rows per chunk.")] = 50_000,
+    engine: Annotated[
+        Engine, typer.Option(help="pandas (this machine) or spark (pip install crsrisk[spark]).")
+    ] = Engine.pandas,
+    master: Annotated[
+        str, typer.Option(help="Spark master URL for --engine spark.")
+    ] = "local[2]",
+    progress: Annotated[
+        bool | None,
+        typer.Option("--progress/--no-progress",
+                     help="Progress bar on stderr [default: when stderr is a terminal]."),
+    ] = None,
 ) -> None:
     """Per-patient risk, tier, drivers, planning. Exit 0 all scored, 1 rejected, 2 unusable."""
-    from crsrisk.scoring import score_file
+    with _sigterm_as_interrupt():
+        if engine is Engine.spark:
+            summary = _score_on_spark(input, out, model=model, rejected=rejected,
+                                      drivers=drivers, master=master, mapping=mapping,
+                                      chunk_size=chunk_size)
+        else:
+            from crsrisk.scoring import score_file
 
-    summary = score_file(input, out, model=model, rejected_path=rejected, drivers=drivers,
-                         chunk_size=chunk_size, mapping=mapping)
+            summary = score_file(input, out, model=model, rejected_path=rejected,
+                                 drivers=drivers, chunk_size=chunk_size, mapping=mapping,
+                                 progress=progress)
     for warning in summary.warnings:
         say(f"warning: {warning}")
     say(summary.line())
     if summary.n_rejected:
+        from crsrisk.scoring import _default_rejected
+
+        say(f"{summary.n_rejected:,} rows rejected: see {rejected or _default_rejected(out)}")
         raise typer.Exit(EXIT_REJECTED)
+
+
+def _score_on_spark(input: Path, out: Path, *, model: str, rejected: Path | None,
+                    drivers: bool, master: str, mapping: Path | None, chunk_size: int):
+    import importlib.util
+
+    if importlib.util.find_spec("pyspark") is None:
+        raise CrsriskError(
+            "--engine spark needs pyspark, which is not installed: pip install 'crsrisk[spark]'."
+        )
+    from crsrisk.spark import score_file_spark
+
+    return score_file_spark(input, out, model=model, rejected_path=rejected, drivers=drivers,
+                            master=master, mapping=mapping, chunk_size=chunk_size)
 
 
 @app.command()
@@ -53,7 +121,8 @@ def export(
 
     manifest = export_model(model, out)
     say(f"exported {manifest['model_name']} version {manifest['model_version']} to {out} "
-        f"({len(manifest['files'])} files, contract v{manifest['contract_version']})")
+        f"({len(manifest['files'])} files, contract v{manifest['contract_version']}); it "
+        "scores with --model " + str(out) + " and no tracking store")
 
 
 @app.command()
@@ -65,21 +134,34 @@ def serve(
     ),
     port: Annotated[int, typer.Option(min=1, max=65535)] = 5001,
 ) -> None:
-    """REST scoring with mlflow's scoring server (POST /invocations)."""
+    """REST scoring with mlflow's scoring server (POST /invocations, GET /ping).
+
+    Send the baseline table as JSON ({"dataframe_split": {...}}); a row breaking the data
+    contract is answered with HTTP 400 naming its column and rule.
+    """
     import os
-    import subprocess
     import sys
 
-    from crsrisk.export import looks_exported, verify
+    from crsrisk.export import looks_exported
     from crsrisk.registry import resolve_tracking_uri
+    from crsrisk.scoring import load_model
 
-    if looks_exported(model):
-        verify(model)
+    risk_model = load_model(model)  # fails here, in one sentence, rather than in the server
+    uri = str(Path(model).resolve()) if looks_exported(model) else model
     env = {**os.environ, "MLFLOW_TRACKING_URI": resolve_tracking_uri()}
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(model),
-               "--host", host, "--port", str(port), "--env-manager", "local", "--no-conda"]
-    say(f"serving {model} on http://{host}:{port}/invocations (Ctrl-C stops)")
-    raise typer.Exit(subprocess.call(command, env=env))
+    # mlflow starts `uvicorn` by name: find it beside this Python even in a venv not activated.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    if host not in LOOPBACK:
+        say(f"warning: serving on {host} without authentication: anyone who reaches this port "
+            "can send patient data; keep it behind an authenticating proxy.")
+    say(f"serving {risk_model.name} v{risk_model.version} ({model}) on "
+        f"http://{host}:{port}/invocations (Ctrl-C stops)")
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri,
+               "--host", host, "--port", str(port), "--env-manager", "local"]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Become the server: signals (Ctrl-C, SIGTERM) then reach it directly.
+    os.execve(sys.executable, command, env)
 
 
 @app.command()
@@ -89,7 +171,7 @@ def stratify(
     out: Annotated[Path, typer.Option(help="Per-patient strata (CSV or Parquet).")],
     model: ModelOption = DEFAULT_MODEL_URI,
     mapping: MappingOption = None,
-    strata: Annotated[int | None, typer.Option(help="K quantile strata.")] = None,
+    strata: Annotated[int | None, typer.Option(help="K quantile strata [default: 3].")] = None,
     thresholds: Annotated[
         str | None, typer.Option(help="Risk cut points, e.g. 0.03,0.12.")
     ] = None,
@@ -99,18 +181,30 @@ def stratify(
     block_size: Annotated[int | None, typer.Option(help="Block size (multiple of arms).")] = None,
     seed: Annotated[int, typer.Option(help="Randomisation seed.")] = 0,
     summary: Annotated[
-        Path | None, typer.Option(help="Where to write the per-stratum summary.")
+        Path | None,
+        typer.Option(help="Where to write the per-stratum summary [default: <out>.summary.csv]."),
     ] = None,
-    rejected: Annotated[Path | None, typer.Option(help="Where to write rejected rows.")] = None,
+    rejected: Annotated[
+        Path | None,
+        typer.Option(help="Where to write rejected rows [default: <out>.rejected.csv]."),
+    ] = None,
 ) -> None:
-    """Enrolment strata by predicted risk, expected events per stratum, optional randomisation."""
-    from crsrisk.errors import CrsriskError
-    from crsrisk.scoring import load_model
+    """Enrolment strata by predicted risk, expected events per stratum, optional randomisation.
+
+    Exit 0 all stratified, 1 some rows rejected, 2 unusable input or model.
+    """
+    from crsrisk.scoring import _check_distinct, load_model, sibling_path
     from crsrisk.scoring import score as score_table
     from crsrisk.stratify import stratify as make_strata
     from crsrisk.tableio import read_table, table_format, write_table
 
-    table_format(out)
+    summary_path = summary or sibling_path(out, "summary")
+    rejected_path = rejected or sibling_path(out, "rejected")
+    for path in (out, summary_path, rejected_path):
+        table_format(path)
+    _check_distinct(input, out, rejected_path)
+    if len({out.resolve(), summary_path.resolve(), rejected_path.resolve()}) < 3:
+        raise CrsriskError("--out, --summary and --rejected must be three different files.")
     if strata is None and thresholds is None:
         strata = 3
     cuts = None
@@ -126,20 +220,24 @@ def stratify(
     risk_model = load_model(model)
     scores, rejected_rows = score_table(read_table(input), risk_model, drivers=False,
                                         mapping=mapping)
+    n_rejected = int(rejected_rows["row_number"].nunique())
     if scores.empty:
-        raise CrsriskError(f"Every row of {input} was rejected: nothing to stratify.")
+        write_table(rejected_rows, rejected_path)
+        raise CrsriskError(
+            f"Every row of {input} was rejected, so nothing was stratified: the rejected rows "
+            f"are in {rejected_path}."
+        )
     patients, table = make_strata(
         scores[["patient_id", "risk", "risk_tier"]], n_strata=strata, thresholds=cuts,
         arms=arms, block_size=block_size, seed=seed,
     )
-    write_table(patients, out)
-    summary_path = summary or out.with_name(f"{out.name.split('.')[0]}.summary.csv")
-    write_table(table, summary_path)
-    rejected_path = rejected or out.with_name(f"{out.name.split('.')[0]}.rejected.csv")
     write_table(rejected_rows, rejected_path)
+    write_table(table, summary_path)
+    write_table(patients, out)
     typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    say(f"model {risk_model.name} v{risk_model.version}; strata written to {out}, summary to "
-        f"{summary_path}")
-    if len(rejected_rows):
-        say(f"{rejected_rows['row_number'].nunique():,} rows rejected: see {rejected_path}")
+    say(f"model {risk_model.name} v{risk_model.version}; {len(patients):,} patients in "
+        f"{len(table)} strata written to {out}, summary to {summary_path}")
+    if n_rejected:
+        say(f"{n_rejected:,} rows rejected: see {rejected_path}")
         raise typer.Exit(EXIT_REJECTED)
+

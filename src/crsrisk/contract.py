@@ -15,6 +15,8 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow
+import pyarrow.compute as pc
 
 from crsrisk.columns import (
     BASELINE_COLUMNS,
@@ -211,8 +213,27 @@ class _Problems:
 
 def _as_text(col: pd.Series) -> pd.Series:
     """Text with surrounding spaces removed and empty strings as missing."""
+    if col.dtype == "str" and getattr(col.dtype, "storage", None) == "pyarrow":
+        # Text as CSV delivers it: the same steps in one Arrow pass, without pandas' copies.
+        trimmed = pc.utf8_trim_whitespace(pyarrow.array(col))
+        blank = pc.equal(trimmed, "")
+        text = pc.if_else(blank, pyarrow.scalar(None, trimmed.type), trimmed).to_pandas()
+        return text.astype("str").set_axis(col.index)
     text = col.astype("str").str.strip().where(col.notna())
     return text.where(text.ne(""))
+
+
+def _to_float(text: pd.Series) -> np.ndarray:
+    """Stripped text to float64, NaN where it is not a number.
+
+    Arrow's parser reads a column of clean numbers about ten times faster than
+    ``pd.to_numeric``; a column with any other text falls back to ``pd.to_numeric``.
+    """
+    try:
+        parsed = pc.cast(pyarrow.array(text, type=pyarrow.large_string()), pyarrow.float64())
+    except (pyarrow.ArrowInvalid, pyarrow.ArrowTypeError, pyarrow.ArrowNotImplementedError):
+        return pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    return parsed.to_numpy(zero_copy_only=False).astype("float64", copy=False)
 
 
 def _parse_number(col: pd.Series, spec: ColumnSpec, problems: _Problems) -> pd.Series:
@@ -220,50 +241,74 @@ def _parse_number(col: pd.Series, spec: ColumnSpec, problems: _Problems) -> pd.S
         problems.add(col.notna(), spec.name, "must be a number")
         return pd.Series(np.nan, index=col.index)
     if pd.api.types.is_numeric_dtype(col):
-        number = col.astype("float64")
+        number = col.to_numpy(dtype="float64", na_value=np.nan)
     else:
         text = _as_text(col)
-        number = pd.to_numeric(text, errors="coerce").astype("float64")
-        problems.add(text.notna() & number.isna(), spec.name, "must be a number")
+        number = _to_float(text)
+        problems.add(text.notna().to_numpy() & np.isnan(number), spec.name, "must be a number")
+    number = number + 0.0  # a new array; and -0 becomes 0, whichever parser read it
     infinite = np.isinf(number)
     problems.add(infinite, spec.name, "must be a finite number")
-    number = number.where(~infinite)
+    number[infinite] = np.nan
     if spec.kind == "int":
-        fractional = number.notna() & number.ne(np.floor(number))
+        fractional = ~np.isnan(number) & (number != np.floor(number))
         problems.add(fractional, spec.name, "must be a whole number")
-        return number.where(~fractional).astype("Int64")
-    return number
+        number[fractional] = np.nan
+        # Beyond 2**53 a float is no longer an exact integer (and may not fit int64): clamp, and
+        # let the range check reject it with the value as given.
+        np.clip(number, -(2.0**53), 2.0**53, out=number)
+        return pd.Series(number, index=col.index).astype("Int64")
+    return pd.Series(number, index=col.index)
 
 
 def _parse_bool(col: pd.Series, spec: ColumnSpec, problems: _Problems) -> pd.Series:
     if pd.api.types.is_bool_dtype(col):
         return col.astype("boolean")
     text = _as_text(col).str.lower()
-    parsed = pd.Series(pd.NA, index=col.index, dtype="boolean")
-    parsed = parsed.mask(text.isin(TRUE_WORDS), True).mask(text.isin(FALSE_WORDS), False)
-    problems.add(text.notna() & parsed.isna(), spec.name, "must be true or false")
-    return parsed
+    true = text.isin(TRUE_WORDS).to_numpy()
+    false = text.isin(FALSE_WORDS).to_numpy()
+    problems.add(text.notna().to_numpy() & ~true & ~false, spec.name, "must be true or false")
+    return pd.Series(pd.arrays.BooleanArray(true, ~(true | false)), index=col.index)
+
+
+# datetime64[ns] spans 1677-09-22 .. 2262-04-11: a date beyond (0001-01-01, 9999-12-31) is clamped
+# to an end, which the date range check then rejects with the value as given.
+_NS_FIRST, _NS_LAST = pd.Timestamp("1677-09-22"), pd.Timestamp("2262-04-11")
+_UTC_OFFSET = r"(?:Z|[+-]\d{2}(?::?\d{2})?)$"
+
+
+def _as_ns(stamps: pd.Series) -> pd.Series:
+    """Wall-clock datetime64[ns], clamped to its range."""
+    if getattr(stamps.dt, "tz", None) is not None:
+        stamps = stamps.dt.tz_localize(None)
+    return stamps.clip(lower=_NS_FIRST, upper=_NS_LAST).astype("datetime64[ns]")
 
 
 def _parse_date(col: pd.Series, spec: ColumnSpec, problems: _Problems) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(col):
-        stamps = col.dt.tz_localize(None) if getattr(col.dt, "tz", None) else col
-        return stamps.astype("datetime64[ns]")
+        return _as_ns(col)
     text = _as_text(col)
-    stamps = pd.to_datetime(text, format="ISO8601", errors="coerce")
+    try:
+        stamps = pd.to_datetime(text, format="ISO8601", errors="coerce")
+    except ValueError:
+        # Cells with different UTC offsets: keep each one's own wall-clock date.
+        naive = text.str.replace(_UTC_OFFSET, "", regex=True)
+        stamps = pd.to_datetime(naive, format="ISO8601", errors="coerce")
     problems.add(
         text.notna() & stamps.isna(), spec.name, "must be an ISO 8601 date (YYYY-MM-DD)"
     )
-    return stamps.astype("datetime64[ns]")
+    return _as_ns(stamps)
 
 
 def _parse_text(col: pd.Series, spec: ColumnSpec, problems: _Problems) -> pd.Series:
     text = _as_text(col)
     if spec.kind == "category":
         # Levels match case-insensitively ("cd28" is CD28); anything else is left for the checks.
+        # A column holds few distinct values: map those, not every cell.
         canonical = {level.lower(): level for level in spec.levels}
-        lowered = text.str.lower()
-        text = lowered.map(canonical).fillna(text).where(text.notna())
+        codes, distinct = pd.factorize(text)
+        mapped = pd.Index([canonical.get(v.lower(), v) for v in distinct], dtype="str")
+        text = pd.Series(mapped.take(codes, allow_fill=True, fill_value=None), index=text.index)
     else:
         problems.add(
             text.str.startswith(FORMULA_PREFIXES).fillna(False),
@@ -429,8 +474,21 @@ def _fill_costim(valid: pd.DataFrame) -> pd.DataFrame:
     return valid
 
 
+def _as_categorical(col: pd.Series, spec: ColumnSpec) -> pd.Series:
+    """``col.astype(categorical_dtype(spec))`` (text outside the levels becomes missing), by
+    Arrow's hash lookup: several times faster than pandas' on text columns."""
+    levels = pyarrow.array(list(spec.levels), type=pyarrow.large_string())
+    try:
+        text = pyarrow.array(col, type=pyarrow.large_string(), from_pandas=True)
+    except (pyarrow.ArrowInvalid, pyarrow.ArrowTypeError):
+        return col.astype(categorical_dtype(spec))
+    codes = pc.index_in(text, value_set=levels).fill_null(-1).to_numpy(zero_copy_only=False)
+    values = pd.Categorical.from_codes(codes.astype(np.int32), dtype=categorical_dtype(spec))
+    return pd.Series(values, index=col.index, name=col.name)
+
+
 def _to_categoricals(frame: pd.DataFrame, specs: Sequence[ColumnSpec]) -> pd.DataFrame:
-    cats = {s.name: frame[s.name].astype(categorical_dtype(s)) for s in specs if s.levels}
+    cats = {s.name: _as_categorical(frame[s.name], s) for s in specs if s.levels}
     return frame.assign(**cats)
 
 

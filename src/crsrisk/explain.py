@@ -81,9 +81,14 @@ def _grouped(values: np.ndarray, names: list[str], index: pd.Index) -> pd.DataFr
     return pd.DataFrame(summed, columns=unique, index=index)
 
 
-def contributions_for(model: RiskModel, valid: pd.DataFrame) -> Contributions:
-    """Contributions of each driver group to ``model``'s margin for validated rows."""
-    design = model.design(valid)
+def contributions_for(
+    model: RiskModel, valid: pd.DataFrame, design: pd.DataFrame | None = None
+) -> Contributions:
+    """Contributions of each driver group to ``model``'s margin for validated rows.
+
+    ``design``: ``model.design(valid)`` when the caller has it already.
+    """
+    design = model.design(valid) if design is None else design
     if model.kind == "xgboost":
         matrix = xgb.DMatrix(design, enable_categorical=True)
         raw = model.estimator.get_booster().predict(matrix, pred_contribs=True)

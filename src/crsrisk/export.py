@@ -37,6 +37,14 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
 
 
+def _inside(name: object) -> bool:
+    """A manifest entry names a file inside the folder (relative, no '..')."""
+    if not isinstance(name, str) or not name:
+        return False
+    path = Path(name)
+    return not path.is_absolute() and ".." not in path.parts
+
+
 def looks_exported(uri: str | Path) -> bool:
     """True for a local directory (exported models are directories, registry URIs are not)."""
     return "://" not in str(uri) and not str(uri).startswith("models:") and Path(uri).is_dir()
@@ -47,12 +55,14 @@ def export_model(uri: str, out: str | Path) -> dict:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from crsrisk.registry import resolve_tracking_uri
+    from crsrisk.registry import use_store
+    from crsrisk.scoring import existing_store
 
     out = Path(out)
     if out.exists():
         raise ExportError(f"{out} already exists: choose a new folder or remove it first.")
-    mlflow.set_tracking_uri(resolve_tracking_uri())
+    store = existing_store(uri)
+    use_store(store)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
         staging = Path(tmp) / "model"
@@ -63,13 +73,19 @@ def export_model(uri: str, out: str | Path) -> dict:
                 f"The model {uri} could not be fetched ({type(exc).__name__}): check the URI "
                 "with crsrisk models."
             ) from exc
-        risk_model = RiskModel.load(staging / RISK_MODEL_FOLDER)
+        try:
+            risk_model = RiskModel.load(staging / RISK_MODEL_FOLDER)
+        except (OSError, EOFError, ValueError, AttributeError) as exc:
+            raise ExportError(
+                f"{uri} is not a crsrisk model (no loadable {RISK_MODEL_FOLDER}): export a "
+                "model registered by crsrisk train."
+            ) from exc
         manifest = {
             "model_name": risk_model.name,
             "model_version": str(risk_model.version),
             "contract_version": risk_model.contract_version,
             "source_uri": uri,
-            "files": {str(p.relative_to(staging)): _sha256(p) for p in _files(staging)},
+            "files": {p.relative_to(staging).as_posix(): _sha256(p) for p in _files(staging)},
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         staging.rename(out)
@@ -88,12 +104,21 @@ def verify(folder: str | Path) -> dict:
     try:
         manifest = json.loads(manifest_path.read_text())
         expected = manifest["files"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
         raise ExportError(f"{manifest_path} is corrupted: export the model again.") from exc
-    present = {str(p.relative_to(folder)) for p in _files(folder)}
+    if not isinstance(expected, dict) or not all(_inside(name) for name in expected):
+        raise ExportError(f"{manifest_path} is corrupted: export the model again.")
+    present = {p.relative_to(folder).as_posix() for p in _files(folder)}
     missing = sorted(set(expected) - present)
     if missing:
         raise ExportError(f"{folder} lacks {missing[0]}: the export is incomplete; export again.")
+    added = sorted(name for name in present - set(expected)
+                   if not any(part.startswith(".") for part in Path(name).parts))
+    if added:
+        raise ExportError(
+            f"{folder / added[0]} is not in the export's manifest: a file was added after "
+            "export; export the model again into a new folder."
+        )
     for name, digest in expected.items():
         if _sha256(folder / name) != digest:
             raise ExportError(

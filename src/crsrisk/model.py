@@ -17,6 +17,7 @@ from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
 from crsrisk.columns import BASELINE_COLUMNS, ColumnSpec
 from crsrisk.contract import validate
+from crsrisk.errors import ContractError
 from crsrisk.riskmodel import SCORE_COLUMNS, RiskModel
 
 ARTIFACT_KEY = "risk_model"
@@ -85,7 +86,10 @@ class CrsRiskModel(PythonModel):
         params: dict[str, bool] | None = None,
     ) -> pd.DataFrame:
         drivers = True if not params else bool(params.get("drivers", True))
-        result = validate(model_input, with_outcome=False, allow_all_rejected=True)
+        try:
+            result = validate(model_input, with_outcome=False, allow_all_rejected=True)
+        except ContractError as exc:  # the table as a whole: empty, a required column missing
+            raise MlflowException(str(exc), INVALID_PARAMETER_VALUE) from exc
         if not result.rejected.empty:
             raise MlflowException(problems_message(result.rejected), INVALID_PARAMETER_VALUE)
         scores = self.risk_model.score(result.valid, drivers=drivers)

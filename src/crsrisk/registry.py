@@ -49,6 +49,17 @@ def artifact_location(config: TrackingConfig | None = None, cwd: Path | None = N
     return ((cwd or Path.cwd()) / config.artifact_root).resolve().as_uri()
 
 
+def use_store(uri: str) -> None:
+    """Point both mlflow's tracking and its registry at ``uri``.
+
+    mlflow keeps the registry URI of the last ``set_registry_uri`` (and exports it as
+    ``MLFLOW_REGISTRY_URI``), so setting only the tracking URI would register into whichever
+    store was named before: always move the two together.
+    """
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+
+
 @dataclass(frozen=True)
 class Store:
     """A configured tracking store: client, experiment and registered-model name."""
@@ -65,7 +76,7 @@ def connect(config: TrackingConfig | None = None) -> Store:
     # Read before set_tracking_uri, which exports MLFLOW_TRACKING_URI itself.
     embedded = not os.environ.get("MLFLOW_TRACKING_URI")
     uri = resolve_tracking_uri(config)
-    mlflow.set_tracking_uri(uri)
+    use_store(uri)
     client = MlflowClient(uri, uri)
     try:
         experiment = client.get_experiment_by_name(config.experiment)

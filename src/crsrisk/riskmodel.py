@@ -158,18 +158,21 @@ class RiskModel:
         """Calibrated probability of ASTCT grade >= 3 CRS."""
         return self.calibrator.predict(self.margin(valid))
 
-    def contributions(self, valid: pd.DataFrame) -> Contributions:
+    def contributions(
+        self, valid: pd.DataFrame, design: pd.DataFrame | None = None
+    ) -> Contributions:
         """Per-feature contributions to the margin (TreeSHAP or exact linear terms)."""
-        return contributions_for(self, valid)
+        return contributions_for(self, valid, design)
 
     def score(self, valid: pd.DataFrame, drivers: bool = True) -> pd.DataFrame:
         """The score table (contract section 5) for validated rows, in their order."""
+        design = self.design(valid)
+        # Risk always comes from the model's own margin: summed float32 contributions can
+        # differ from it in the 7th digit, and a patient's risk must not depend on drivers.
+        margin = self.margin(valid, design)
         if drivers:
-            contrib = self.contributions(valid)
-            margin = contrib.margin
-            top = render_drivers(contrib, valid, self.top_k)
+            top = render_drivers(self.contributions(valid, design), valid, self.top_k)
         else:
-            margin = self.margin(valid)
             top = pd.Series(pd.NA, index=valid.index, dtype="str")
         risk = self.calibrator.predict(margin)
         codes = self.tiers.codes(risk)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import glob
+import gzip
 import os
 import tempfile
 from collections.abc import Iterator
@@ -10,7 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from pandas._libs.parsers import STR_NA_VALUES
 
 from crsrisk.errors import ContractError
 
@@ -18,6 +24,9 @@ CSV_SUFFIXES = (".csv", ".csv.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 # Cells starting with these are run as formulas by spreadsheet programs (CSV injection).
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+PLAIN_NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+# The cells pd.read_csv reads as missing.
+_NA_WORDS = pa.array(sorted(STR_NA_VALUES), pa.string())
 
 
 def table_format(path: str | Path) -> str:
@@ -81,6 +90,26 @@ def iter_table(path: str | Path, chunk_size: int | None = 100_000) -> Iterator[p
 
 
 def _iter_csv(path: Path, chunk_size: int | None) -> Iterator[pd.DataFrame]:
+    """CSV cells as text, as ``pd.read_csv(dtype=str, skipinitialspace=True)`` reads them.
+
+    Arrow's parser is tried first (several times faster); whatever it refuses (short rows,
+    invalid UTF-8, duplicated column names, a quoted cell after spaces) is read by pandas from
+    the first row Arrow did not deliver, so both give the same frames.
+    """
+    delivered = 0
+    try:
+        for frame in _iter_csv_arrow(path, chunk_size):
+            yield frame
+            delivered += len(frame)
+    except _ArrowDeclined:
+        yield from _iter_csv_pandas(path, chunk_size, skip=delivered)
+
+
+class _ArrowDeclined(Exception):
+    """Arrow cannot read this CSV exactly as pandas would: let pandas read it."""
+
+
+def _iter_csv_pandas(path: Path, chunk_size: int | None, skip: int = 0) -> Iterator[pd.DataFrame]:
     # utf-8-sig also accepts the byte-order mark that spreadsheet exports add.
     reader = pd.read_csv(
         path,
@@ -91,20 +120,98 @@ def _iter_csv(path: Path, chunk_size: int | None) -> Iterator[pd.DataFrame]:
         on_bad_lines="error",
     )
     if chunk_size is None:
-        yield reader
+        yield reader.iloc[skip:] if skip else reader
         return
     with reader:
-        yield from reader
+        for frame in reader:
+            if skip and frame.index[-1] < skip:
+                continue
+            yield frame[frame.index >= skip] if skip else frame
+
+
+def _csv_header(path: Path) -> list[str]:
+    """The column names as pandas reads them (byte-order mark and leading spaces dropped)."""
+    opener = gzip.open if str(path).lower().endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
+        return next(csv.reader(handle, skipinitialspace=True), [])
+
+
+def _iter_csv_arrow(path: Path, chunk_size: int | None) -> Iterator[pd.DataFrame]:
+    try:
+        names = _csv_header(path)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise _ArrowDeclined from exc
+    if not names or len(set(names)) < len(names):
+        raise _ArrowDeclined  # pandas' own messages, and its renaming of duplicated names
+    options = {
+        "read_options": pacsv.ReadOptions(column_names=names, skip_rows=1),
+        "parse_options": pacsv.ParseOptions(newlines_in_values=True),
+        "convert_options": pacsv.ConvertOptions(
+            column_types=dict.fromkeys(names, pa.string()),
+            null_values=sorted(STR_NA_VALUES),
+            strings_can_be_null=True,
+        ),
+    }
+    try:
+        if chunk_size is None:
+            table = pacsv.read_csv(path, **options)
+            yield _like_pandas(table.combine_chunks(), 0)
+            return
+        start, pending, rows = 0, [], 0
+        for batch in pacsv.open_csv(path, **options):
+            pending.append(batch)
+            rows += batch.num_rows
+            while rows >= chunk_size:
+                table = pa.Table.from_batches(pending)
+                yield _like_pandas(table.slice(0, chunk_size), start)
+                start += chunk_size
+                rest = table.slice(chunk_size)
+                pending, rows = rest.to_batches(), rest.num_rows
+        if rows or start == 0:
+            yield _like_pandas(pa.Table.from_batches(pending, schema=_text_schema(names)), start)
+    except pa.ArrowInvalid as exc:
+        raise _ArrowDeclined from exc
+
+
+def _text_schema(names: list[str]) -> pa.Schema:
+    return pa.schema([(name, pa.string()) for name in names])
+
+
+def _like_pandas(table: pa.Table, start: int) -> pd.DataFrame:
+    """A text table as pandas' reader gives it: leading spaces skipped, index from ``start``."""
+    columns = {}
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        spaced = pc.starts_with(column, " ")
+        if pc.any(spaced).as_py():
+            trimmed = pc.utf8_ltrim(column, characters=" ")
+            if pc.any(pc.and_(spaced, pc.starts_with(trimmed, '"'))).as_py():
+                raise _ArrowDeclined  # pandas unquotes a quoted cell after spaces
+            is_na = pc.is_in(trimmed, value_set=_NA_WORDS)
+            column = pc.if_else(is_na, pa.scalar(None, pa.string()), trimmed)
+        columns[name] = column
+    frame = pa.table(columns).to_pandas() if columns else pd.DataFrame()
+    frame.index = pd.RangeIndex(start, start + table.num_rows)
+    return frame
+
+
+# Parquet integers and booleans as pandas' nullable types: by default a chunk with a missing
+# value would turn an integer column into float (inexact beyond 2**53) and booleans into
+# objects, so that chunks of one file would differ in type.
+_NULLABLE = {
+    **{getattr(pa, f"{sign}int{bits}")(): pd.api.types.pandas_dtype(f"{sign.upper()}Int{bits}")
+       for sign in ("", "u") for bits in (8, 16, 32, 64)},
+    pa.bool_(): pd.BooleanDtype(),
+}
 
 
 def _iter_parquet(path: Path, chunk_size: int | None) -> Iterator[pd.DataFrame]:
     file = pq.ParquetFile(path)
     if chunk_size is None:
-        yield file.read().to_pandas()
+        yield file.read().to_pandas(types_mapper=_NULLABLE.get)
         return
     start = 0
     for batch in file.iter_batches(batch_size=chunk_size):
-        frame = batch.to_pandas()
+        frame = batch.to_pandas(types_mapper=_NULLABLE.get)
         frame.index = pd.RangeIndex(start, start + len(frame))
         start += len(frame)
         yield frame
@@ -120,6 +227,9 @@ def neutralise_formulas(df: pd.DataFrame) -> pd.DataFrame:
         text = col.astype("str")
         risky = text.str.startswith(FORMULA_PREFIXES) & col.notna()
         if risky.any():
+            # A signed number ("-3", "+1.5e3") is no formula: carried data stays as it was.
+            risky &= ~text.str.fullmatch(PLAIN_NUMBER).fillna(False).astype(bool)
+        if risky.any():
             if out is df:
                 out = df.copy()
             out[name] = text.where(~risky, "'" + text).where(col.notna())
@@ -128,17 +238,67 @@ def neutralise_formulas(df: pd.DataFrame) -> pd.DataFrame:
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``, renamed onto ``path`` if the block succeeds."""
+    """Yield a temporary path beside ``path``, renamed onto ``path`` if the block succeeds.
+
+    The temporary file is hidden and carries the writer's process id
+    (``.NAME.PID.RANDOM.tmp``), so that `remove_stale_temporaries` can tell a killed writer's
+    leftovers from a running writer's file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
+                               dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    # mkstemp makes the file private (0600); the output gets the usual permissions instead.
+    os.chmod(tmp_path, 0o666 & ~_UMASK)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines()
+                        if line.startswith("Umask:")), 8)
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)  # no race-free way here; done once, at import
+        os.umask(mask)
+        return mask
+
+
+_UMASK = _umask()
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Delete the temporary files that killed writers of ``path`` left beside it.
+
+    Only files named by `atomic_path` whose writer process no longer exists are removed, so a
+    concurrent writer is never disturbed. Returns the removed paths.
+    """
+    path = Path(path)
+    removed = []
+    prefix = f".{path.name}."
+    for candidate in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        pid = candidate.name[len(prefix):].split(".", 1)[0]
+        if not pid.isdigit() or _process_exists(int(pid)):
+            continue
+        candidate.unlink(missing_ok=True)
+        removed.append(candidate)
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def write_table(df: pd.DataFrame, path: str | Path) -> None:
@@ -150,13 +310,14 @@ def write_table(df: pd.DataFrame, path: str | Path) -> None:
 class TableWriter:
     """Append chunks to one CSV or Parquet file, made visible atomically on a clean close."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, schema: pa.Schema | None = None) -> None:
+        """``schema``: the Parquet schema of every chunk (default: the first chunk's)."""
         self.path = Path(path)
         self.format = table_format(self.path)
         self._atomic = atomic_path(self.path)
         self._tmp: Path | None = None
         self._parquet: pq.ParquetWriter | None = None
-        self._schema: pa.Schema | None = None
+        self._schema: pa.Schema | None = schema
         self._wrote_header = False
 
     def __enter__(self) -> TableWriter:

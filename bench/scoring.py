@@ -1,0 +1,185 @@
+"""End-to-end `crsrisk score` throughput against the bare booster on the same rows, and memory.
+
+    python bench/scoring.py --n 1000000            # make bench
+    python bench/scoring.py --n 200000 --skip-4m   # a quick look
+
+A small XGBoost model is trained and registered into a temporary tracking store; N patients are
+simulated and written as Parquet and CSV. Then, on the same N rows:
+
+* bare ``XGBClassifier.predict_proba`` and bare ``pred_contribs`` (TreeSHAP) on the ready-made
+  model matrix: the reference, which reads, checks and writes nothing;
+* ``score_file`` (read, validate every chunk against the contract, features, booster,
+  calibration, tiers, planning, optionally drivers in words, write scores and rejected rows),
+  from Parquet and from CSV, without and with drivers, writing Parquet.
+
+A ratio is bare time / our time (1.0 would mean reading, validating and writing were free).
+Targets: >= 0.5 without drivers, >= 0.7 with. Last, the peak resident memory of a
+``crsrisk score`` subprocess on 1M and 4M rows: it should not grow with the input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import xgboost as xgb
+
+from crsrisk.config import load_train_config
+from crsrisk.contract import validate
+from crsrisk.grading import resolve_labels
+from crsrisk.registry import connect
+from crsrisk.scoring import load_model, score_file
+from crsrisk.simulate import simulate_cohort
+from crsrisk.tableio import TableWriter
+from crsrisk.tracking import log_and_register
+from crsrisk.train import train_models
+
+TARGETS = {False: 0.5, True: 0.7}
+
+
+def best_of(repeats: int, fn: Callable[[], object]) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def train_and_register(folder: Path, n_train: int) -> str:
+    """Train training's default XGBoost on a simulated cohort into a store in ``folder``."""
+    config = load_train_config()
+    config = config.model_copy(update={
+        "candidates": ("xgboost",),
+        "cv": config.cv.model_copy(update={"folds": 3}),
+        "search": config.search.model_copy(update={"xgboost_trials": 1}),
+        "tracking": config.tracking.model_copy(update={
+            "uri": f"sqlite:///{folder / 'mlflow.db'}",
+            "artifact_root": str(folder / "mlartifacts"),
+        }),
+    })
+    valid = validate(simulate_cohort(n_train, seed=11).baseline).valid
+    labels = resolve_labels(valid, None)
+    result = train_models(valid, labels.severe, config)
+    store = connect(config.tracking)
+    registered = log_and_register(store, result, config, valid, labels.severe,
+                                  {"input_file": "bench", "mapping_fingerprint": "none"})
+    os.environ["MLFLOW_TRACKING_URI"] = store.uri
+    return registered.model_uri
+
+
+def write_cohort(path: Path, n: int, block: int = 1_000_000) -> None:
+    """``n`` simulated patients (baseline columns only) in blocks, unique ids throughout."""
+    with TableWriter(path) as writer:
+        for number, start in enumerate(range(0, n, block)):
+            size = min(block, n - start)
+            baseline = simulate_cohort(size, seed=100 + number).baseline
+            baseline = baseline.drop(columns=["crs_max_grade", "crs_grading_scale"])
+            baseline["patient_id"] = [f"B{number}-{i:07d}" for i in range(size)]
+            writer.write(baseline)
+
+
+def bare_booster(model, design: pd.DataFrame, repeats: int) -> dict[bool, float]:
+    """Seconds of the bare booster on the model matrix: without drivers (predict_proba) and
+    with (TreeSHAP ``pred_contribs``, once: it is the slow one)."""
+    booster = model.estimator.get_booster()
+    return {
+        False: best_of(repeats, lambda: model.estimator.predict_proba(design)),
+        True: best_of(1, lambda: booster.predict(
+            xgb.DMatrix(design, enable_categorical=True), pred_contribs=True)),
+    }
+
+
+def peak_rss_mb(command: list[str]) -> tuple[float, float]:
+    """(peak resident MB, seconds) of one subprocess, from its own rusage."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) not in (0, 1):
+        raise RuntimeError(f"{' '.join(command)} failed: {process.stderr.read().decode()}")
+    process.stderr.close()
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return usage.ru_maxrss * scale / 2**20, seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=1_000_000, help="patients to score")
+    parser.add_argument("--train-n", type=int, default=3_000)
+    parser.add_argument("--repeats", type=int, default=2, help="best of, without drivers")
+    parser.add_argument("--chunk-size", type=int, default=50_000)
+    parser.add_argument("--skip-4m", action="store_true", help="no 4M-row memory run")
+    parser.add_argument("--no-csv", action="store_true", help="Parquet input only")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="crsrisk-bench-") as tmp:
+        folder = Path(tmp)
+        started = time.perf_counter()
+        model_uri = train_and_register(folder, args.train_n)
+        model = load_model(model_uri)
+        parquet, csv = folder / "cohort.parquet", folder / "cohort.csv"
+        write_cohort(parquet, args.n)
+        frame = pd.read_parquet(parquet)
+        if not args.no_csv:
+            frame.to_csv(csv, index=False, date_format="%Y-%m-%d")
+        design = model.design(validate(frame, with_outcome=False).valid)
+        del frame
+        booster = model.estimator.get_booster()
+        print(f"crsrisk score benchmark: {args.n:,} rows, chunk size {args.chunk_size:,}, "
+              f"{os.cpu_count()} CPUs, xgboost {xgb.__version__} "
+              f"({booster.num_boosted_rounds()} trees), Python {platform.python_version()}; "
+              f"setup {time.perf_counter() - started:.0f} s")
+
+        bare = bare_booster(model, design, args.repeats)
+        del design
+        rows = [("bare predict_proba (reference)", bare[False], None),
+                ("bare pred_contribs, TreeSHAP (reference)", bare[True], None)]
+        inputs = [("Parquet", parquet)] + ([] if args.no_csv else [("CSV", csv)])
+        out = folder / "scores.parquet"
+        for drivers in (False, True):
+            for name, path in inputs:
+                def run(path: Path = path, drivers: bool = drivers) -> None:
+                    score_file(path, out, model=model, drivers=drivers,
+                               chunk_size=args.chunk_size, progress=False)
+                seconds = best_of(args.repeats if not drivers else 1, run)
+                label = f"score_file {name} -> Parquet, {'with' if drivers else 'no'} drivers"
+                rows.append((label, seconds, bare[drivers] / seconds))
+
+        print(f"{'':<50}{'seconds':>9}{'rows/s':>12}{'ratio':>8}{'target':>8}")
+        for label, seconds, ratio in rows:
+            drivers = "with drivers" in label
+            tail = "" if ratio is None else f"{ratio:>8.2f}{TARGETS[drivers]:>8.2f}"
+            print(f"{label:<50}{seconds:>9.2f}{args.n / seconds:>12,.0f}{tail}")
+        print("ratio = bare booster time / score_file time on the same rows")
+
+        memory = [(args.n, parquet)]
+        if not args.skip_4m:
+            big = folder / "cohort4m.parquet"
+            write_cohort(big, 4 * args.n)
+            memory.append((4 * args.n, big))
+        print("\npeak resident memory of `crsrisk score IN.parquet --out OUT.parquet "
+              "--no-drivers` (a subprocess):")
+        for n, path in memory:
+            command = [sys.executable, "-m", "crsrisk", "score", str(path), "--out",
+                       str(folder / "rss.parquet"), "--model", model_uri, "--no-drivers",
+                       "--chunk-size", str(args.chunk_size), "--no-progress"]
+            mb, seconds = peak_rss_mb(command)
+            print(f"  {n:>10,} rows: {mb:7.0f} MB peak RSS, {seconds:6.1f} s wall")
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"  (this benchmark process itself, holding the {args.n:,}-row model matrix: "
+              f"{own:.0f} MB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+"""`crsrisk score` and `crsrisk stratify` on the command line: exit codes, outputs, messages.
+
+| input                                   | outcome                                              |
+|-----------------------------------------|------------------------------------------------------|
+| all rows valid                          | exit 0, scores, empty rejected table, summary line   |
+| some rows invalid                       | exit 1, the rest scored, each bad row rejected       |
+| required column missing, unknown model, | exit 2, one sentence, no score file                  |
+|   every row rejected                    |   (the rejected rows are still written)              |
+| --engine spark without pyspark          | exit 2, one sentence naming the extra to install     |
+| SIGKILL mid-run                         | no output file at all, not even a partial one        |
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from crsrisk.cli import app
+from crsrisk.export import export_model
+from crsrisk.scoring import ScoreSummary
+from crsrisk.tableio import read_table
+from tests.conftest import baseline_frame
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def model_dir(trained, tmp_path_factory) -> Path:
+    """The champion exported once: loads fast and needs no tracking store."""
+    folder = tmp_path_factory.mktemp("cli-models") / "champion"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", trained.uri)
+        export_model(trained.model_uri, folder)
+    return folder
+
+
+def run(*args: object):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result
+
+
+def write(folder: Path, df: pd.DataFrame, name: str = "in.csv") -> Path:
+    path = folder / name
+    df.to_csv(path, index=False)
+    return path
+
+
+# ------------------------------------------------------------------------------------------
+# crsrisk score
+# ------------------------------------------------------------------------------------------
+
+
+def test_all_valid_exits_0_with_a_summary_line(tmp_path, trained, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained.uri)  # the default: the champion alias
+    source = write(tmp_path, baseline_frame(2))
+    result = run("score", source, "--out", tmp_path / "s.parquet")
+    assert result.exit_code == 0, result.output
+    assert "read 6, scored 6, rejected 0 (low " in result.output
+    assert "model crs-severe v1" in result.output
+    assert "scoring" not in result.output  # no progress bar in a pipe
+    assert len(read_table(tmp_path / "s.parquet")) == 6
+    assert read_table(tmp_path / "s.rejected.csv").empty
+
+
+def test_rejected_rows_exit_1_and_are_named(tmp_path, model_dir):
+    source = write(tmp_path, baseline_frame(2, platelets_1e9_l=["5000"] + ["150"] * 5))
+    result = run("score", source, "--out", tmp_path / "s.csv", "--model", model_dir,
+                 "--rejected", tmp_path / "bad.csv", "--no-drivers", "--chunk-size", "2")
+    assert result.exit_code == 1, result.output
+    assert "scored 5, rejected 1" in result.output and "bad.csv" in result.output
+    rejected = read_table(tmp_path / "bad.csv")
+    assert rejected[["row_number", "column"]].values.tolist() == [["1", "platelets_1e9_l"]]
+    assert read_table(tmp_path / "s.csv")["top_drivers"].isna().all()
+
+
+def test_progress_bar_when_asked(tmp_path, model_dir):
+    source = write(tmp_path, baseline_frame(1))
+    result = run("score", source, "--out", tmp_path / "s.csv", "--model", model_dir,
+                 "--progress")
+    assert result.exit_code == 0 and "scoring" in result.output
+
+
+@pytest.mark.parametrize(
+    ("table", "model", "words"),
+    [
+        (baseline_frame().drop(columns=["age_years"]), None, "lacks required column(s) age_years"),
+        (baseline_frame(), "models/nothing-here", "neither a registered model URI"),
+        (baseline_frame(age_years=["300"] * 3), None, "Every row of"),
+    ],
+    ids=["missing column", "unknown model", "all rejected"],
+)
+def test_unusable_input_or_model_exits_2(tmp_path, model_dir, table, model, words):
+    source = write(tmp_path, table)
+    result = run("score", source, "--out", tmp_path / "s.csv", "--model", model or model_dir)
+    assert result.exit_code == 2
+    assert words in result.output and result.output.startswith("error: ")
+    assert not (tmp_path / "s.csv").exists()
+    if words == "Every row of":
+        assert len(read_table(tmp_path / "s.rejected.csv")) == 3
+
+
+def test_spark_engine_without_pyspark_says_what_to_install(tmp_path, model_dir, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "pyspark" else real(name, *a))
+    source = write(tmp_path, baseline_frame())
+    result = run("score", source, "--out", tmp_path / "s.csv", "--model", model_dir,
+                 "--engine", "spark")
+    assert result.exit_code == 2
+    assert "pip install 'crsrisk[spark]'" in result.output
+
+
+def test_spark_engine_dispatches_to_the_spark_backend(tmp_path, model_dir, monkeypatch):
+    import importlib.util
+
+    calls = []
+
+    def score_file_spark(input_path, out, **kwargs):
+        calls.append((input_path, out, kwargs))
+        return ScoreSummary(n_read=3, n_scored=3, model="crs-severe v1", seconds=1.0)
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "pyspark" else real(name, *a))
+    monkeypatch.setitem(sys.modules, "crsrisk.spark",
+                        types.SimpleNamespace(score_file_spark=score_file_spark))
+    source = write(tmp_path, baseline_frame())
+    result = run("score", source, "--out", tmp_path / "s.csv", "--model", model_dir,
+                 "--engine", "spark", "--master", "local[4]", "--no-drivers")
+    assert result.exit_code == 0, result.output
+    (input_path, out, kwargs), = calls
+    assert kwargs["master"] == "local[4]" and kwargs["drivers"] is False
+    assert kwargs["model"] == str(model_dir) and kwargs["chunk_size"] == 50_000
+
+
+def test_sigkill_mid_run_leaves_no_partial_output(tmp_path, model_dir, trained):
+    cohort = pd.concat([trained.cohort.baseline] * 8, ignore_index=True)  # 16,000 rows
+    cohort["patient_id"] = [f"K{i:06d}" for i in range(len(cohort))]
+    source = write(tmp_path, cohort)
+    out, rejected = tmp_path / "scores.csv", tmp_path / "scores.rejected.csv"
+    command = [sys.executable, "-m", "crsrisk", "score", str(source), "--out", str(out),
+               "--model", str(model_dir), "--chunk-size", "500"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(p.name.startswith(".scores.csv.") and p.stat().st_size > 0
+                      for p in tmp_path.iterdir()):  # the first chunk is being written
+            assert process.poll() is None, process.stderr.read().decode()
+            assert time.monotonic() < deadline, "no progress within 60 s"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+        assert process.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.stderr.close()
+
+    assert not out.exists() and not rejected.exists()
+    leftovers = {p.name for p in tmp_path.iterdir()} - {"in.csv"}
+    assert leftovers and all(n.startswith(".") and n.endswith(".tmp") for n in leftovers)
+    assert all(f".{process.pid}." in n for n in leftovers)  # named after the killed run
+
+    # The next run cleans up after it.
+    result = run("score", source, "--out", out, "--model", model_dir, "--no-drivers")
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in tmp_path.iterdir()} == {"in.csv", out.name, rejected.name}
+
+
+def test_sigterm_is_handled_like_ctrl_c(tmp_path, model_dir, trained):
+    cohort = pd.concat([trained.cohort.baseline] * 4, ignore_index=True)
+    cohort["patient_id"] = [f"T{i:06d}" for i in range(len(cohort))]
+    source = write(tmp_path, cohort)
+    command = [sys.executable, "-m", "crsrisk", "score", str(source), "--out",
+               str(tmp_path / "s.csv"), "--model", str(model_dir), "--chunk-size", "500"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not any(p.name.startswith(".s.csv.") for p in tmp_path.iterdir()):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err.decode()
+    assert "interrupted: no output was written" in err.decode()
+    assert {p.name for p in tmp_path.iterdir()} == {"in.csv"}
+
+
+def test_serve_refuses_an_unusable_model_before_starting(tmp_path):
+    result = run("serve", "--model", tmp_path / "no-model", "--port", "5999")
+    assert result.exit_code == 2 and "neither a registered model URI" in result.output
+
+
+# ------------------------------------------------------------------------------------------
+# crsrisk stratify
+# ------------------------------------------------------------------------------------------
+
+
+def test_stratify_quantiles_with_randomisation(tmp_path, model_dir, trained):
+    source = write(tmp_path, trained.cohort.baseline.head(120))
+    out = tmp_path / "strata.csv"
+    result = run("stratify", source, "--out", out, "--model", model_dir, "--strata", "3",
+                 "--randomize", "A,B", "--block-size", "4", "--seed", "7")
+    assert result.exit_code == 0, result.output
+    patients = read_table(out)
+    assert list(patients.columns) == ["patient_id", "risk", "risk_tier", "stratum", "arm"]
+    assert patients["stratum"].nunique() == 3 and set(patients["arm"]) == {"A", "B"}
+    summary = read_table(tmp_path / "strata.summary.csv")
+    assert summary["n"].astype(int).sum() == 120
+    assert "expected_events" in result.output  # the summary table on stdout
+    again = run("stratify", source, "--out", tmp_path / "again.csv", "--model", model_dir,
+                "--strata", "3", "--randomize", "A,B", "--block-size", "4", "--seed", "7")
+    assert again.exit_code == 0
+    assert read_table(tmp_path / "again.csv").equals(patients)  # same seed, same arms
+
+
+def test_stratify_thresholds_and_rejected_rows_exit_1(tmp_path, model_dir):
+    source = write(tmp_path, baseline_frame(3, age_years=["61", "-4", "24"] * 3))
+    result = run("stratify", source, "--out", tmp_path / "s.parquet", "--model", model_dir,
+                 "--thresholds", "0.03,0.12")
+    assert result.exit_code == 1, result.output
+    assert "3 rows rejected" in result.output
+    assert len(read_table(tmp_path / "s.parquet")) == 6
+    assert len(read_table(tmp_path / "s.rejected.csv")) == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "table", "words"),
+    [
+        (["--thresholds", "0.1,high"], None, "must be numbers separated by commas"),
+        (["--strata", "2", "--thresholds", "0.1"], None, "exactly one"),
+        (["--randomize", "A,B"], None, "block_size"),
+        ([], baseline_frame(age_years=["-1"] * 3), "nothing was stratified"),
+    ],
+    ids=["bad thresholds", "both", "arms without block", "all rejected"],
+)
+def test_stratify_problems_exit_2_in_one_sentence(tmp_path, model_dir, args, table, words):
+    source = write(tmp_path, baseline_frame() if table is None else table)
+    result = run("stratify", source, "--out", tmp_path / "s.csv", "--model", model_dir, *args)
+    assert result.exit_code == 2, result.output
+    assert words in result.output
+    assert not (tmp_path / "s.csv").exists()
+    if table is not None:
+        assert len(read_table(tmp_path / "s.rejected.csv")) == 3
