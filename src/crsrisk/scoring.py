@@ -454,6 +454,12 @@ def score_file(
         summary = run.stream(repeated=None)
     except _RepeatedIds as again:
         summary = run.stream(repeated=again.positions)
+    return finish_summary(summary, input_path, rejected_path, start)
+
+
+def finish_summary(summary: ScoreSummary, input_path: str | Path, rejected_path: Path,
+                   start: float) -> ScoreSummary:
+    """Refuse a run that read no row or scored none; stamp the wall time since ``start``."""
     if summary.n_read == 0:
         raise ContractError(f"{input_path} has no data rows: give at least one row.")
     if summary.n_scored == 0:

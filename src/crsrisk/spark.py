@@ -46,7 +46,13 @@ from crsrisk.contract import empty_rejected
 from crsrisk.errors import ContractError, CrsriskError
 from crsrisk.mapping import SiteMapping, load_mapping
 from crsrisk.riskmodel import SCORE_COLUMNS, RiskModel
-from crsrisk.scoring import ScoreSummary, _default_rejected, load_model, score_frame
+from crsrisk.scoring import (
+    ScoreSummary,
+    _default_rejected,
+    finish_summary,
+    load_model,
+    score_frame,
+)
 from crsrisk.tableio import TableWriter, iter_table, table_format
 
 if TYPE_CHECKING:
@@ -770,15 +776,7 @@ def score_file_spark(
         shutil.rmtree(staging, ignore_errors=True)
         if owned:
             spark.stop()
-    if summary.n_read == 0:
-        raise ContractError(f"{input_path} has no data rows: give at least one row.")
-    if summary.n_scored == 0:
-        raise ContractError(
-            f"Every row of {input_path} was rejected, so nothing was scored: the rejected "
-            f"rows are in {rejected_path}."
-        )
-    summary.seconds = time.perf_counter() - start
-    return summary
+    return finish_summary(summary, input_path, rejected_path, start)
 
 
 def _score_to_staging(
