@@ -45,8 +45,11 @@ bench: $(STAMP) ## Benchmarks (print ratios against a reference in the same run)
 	$(BIN)/python bench/simulation_check.py --n 100000 --seed 1
 	$(BIN)/python bench/validation.py --n 1000000
 	$(BIN)/python bench/train.py --n 10000
+	$(BIN)/python bench/model_quality.py --n-train 10000 --n-test 5000
+	$(BIN)/python bench/model_quality.py --n-train 400 --n-test 5000
 	$(BIN)/python bench/explain.py --n 20000
 	$(BIN)/python bench/scoring.py --n 1000000
+	$(BIN)/python bench/spark_equality.py --n 100000
 	$(BIN)/python bench/spark_scoring.py --n 2000000
 
 clean: ## Remove generated outputs (not the venv)

@@ -12,26 +12,17 @@ the per-driver sums is printed.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import xgboost as xgb
 
+from _common import best_of
 from crsrisk.contract import validate
 from crsrisk.explain import _grouped, explain_global
 from crsrisk.grading import resolve_labels
 from crsrisk.riskmodel import Calibrator, RiskModel, Tiers
 from crsrisk.simulate import simulate_cohort
 from crsrisk.train import make_estimator, xgboost_trials
-
-
-def best_of(repeats: int, fn):
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), result
 
 
 def fitted_model(n_train: int, seed: int) -> RiskModel:

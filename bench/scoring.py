@@ -27,12 +27,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import xgboost as xgb
 
+from _common import best_of
 from crsrisk.config import load_train_config
 from crsrisk.contract import validate
 from crsrisk.grading import resolve_labels
@@ -46,13 +46,6 @@ from crsrisk.train import train_models
 TARGETS = {False: 0.5, True: 0.7}
 
 
-def best_of(repeats: int, fn: Callable[[], object]) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def train_and_register(folder: Path, n_train: int) -> str:
@@ -93,9 +86,9 @@ def bare_booster(model, design: pd.DataFrame, repeats: int) -> dict[bool, float]
     with (TreeSHAP ``pred_contribs``, once: it is the slow one)."""
     booster = model.estimator.get_booster()
     return {
-        False: best_of(repeats, lambda: model.estimator.predict_proba(design)),
+        False: best_of(repeats, lambda: model.estimator.predict_proba(design))[0],
         True: best_of(1, lambda: booster.predict(
-            xgb.DMatrix(design, enable_categorical=True), pred_contribs=True)),
+            xgb.DMatrix(design, enable_categorical=True), pred_contribs=True))[0],
     }
 
 
@@ -152,7 +145,7 @@ def main() -> None:
                 def run(path: Path = path, drivers: bool = drivers) -> None:
                     score_file(path, out, model=model, drivers=drivers,
                                chunk_size=args.chunk_size, progress=False)
-                seconds = best_of(args.repeats if not drivers else 1, run)
+                seconds, _ = best_of(args.repeats if not drivers else 1, run)
                 label = f"score_file {name} -> Parquet, {'with' if drivers else 'no'} drivers"
                 rows.append((label, seconds, bare[drivers] / seconds))
 

@@ -35,6 +35,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from _common import as_text
+
 BATCH = 250_000
 
 
@@ -126,16 +128,6 @@ def inject_problems(
     return frame
 
 
-def as_text(df: pd.DataFrame) -> pd.DataFrame:
-    """The frame as a CSV file delivers it: every cell text, dates as YYYY-MM-DD."""
-    out = {}
-    for name in df.columns:
-        col = df[name]
-        if pd.api.types.is_datetime64_any_dtype(col):
-            out[name] = col.dt.strftime("%Y-%m-%d")
-        else:
-            out[name] = col.astype("str").where(col.notna())
-    return pd.DataFrame(out, dtype=object)
 
 
 def simulate_file(
@@ -155,7 +147,7 @@ def simulate_file(
         if extra_column:
             batch["study_arm"] = np.where(np.arange(size) % 2, "A, open-label", "B")
         if text:
-            batch = as_text(batch)
+            batch = as_text(batch).astype(object)
         batch = inject_problems(batch, rng, bad_fraction, text=text)
         if text:
             batch.to_csv(path, mode="a" if start else "w", header=not start, index=False)

@@ -1,0 +1,74 @@
+"""How close the trained model comes to the truth: external test against the oracle and m-EASIX.
+
+    python bench/model_quality.py                      # 10,000 to train, 5,000 to test (make bench)
+    python bench/model_quality.py --n-train 400        # the small-data case
+
+Trains every candidate of configs/train.yaml with `train_models` on N simulated patients (seed
+1), exactly as `crsrisk train` does, then scores M patients simulated with another seed. The
+reference in the same run is the oracle: each test patient's true probability from the
+simulator, the best AUROC any model can reach on those rows. Targets (10,000 / 5,000): AUROC
+within 0.02 of the oracle, at least 0.05 above m-EASIX, calibration slope 0.85-1.15 and
+intercept within +-0.2. Each candidate's CV-to-test gap is printed beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from sklearn.metrics import roc_auc_score
+
+from crsrisk.config import load_train_config
+from crsrisk.contract import validate
+from crsrisk.evaluate import calibration_slope_intercept
+from crsrisk.grading import resolve_labels
+from crsrisk.simulate import simulate_cohort
+from crsrisk.train import train_models
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n-train", type=int, default=10_000)
+    parser.add_argument("--n-test", type=int, default=5_000)
+    parser.add_argument("--train-seed", type=int, default=1)
+    parser.add_argument("--test-seed", type=int, default=2)
+    args = parser.parse_args()
+
+    config = load_train_config()
+    train_valid = validate(simulate_cohort(args.n_train, seed=args.train_seed).baseline).valid
+    start = time.perf_counter()
+    result = train_models(train_valid, resolve_labels(train_valid).severe, config)
+    seconds = time.perf_counter() - start
+
+    test = simulate_cohort(args.n_test, seed=args.test_seed)
+    test_valid = validate(test.baseline).valid
+    y = resolve_labels(test_valid).severe.astype(int).to_numpy()
+    oracle = roc_auc_score(y, test.true_risk[test_valid.index.to_numpy()])
+
+    print(f"trained on {args.n_train:,} (seed {args.train_seed}, {train_valid.shape[0]:,} valid, "
+          f"{int(resolve_labels(train_valid).severe.sum())} events) in {seconds:.1f} s; external "
+          f"test on {len(y):,} (seed {args.test_seed}, {int(y.sum())} events)")
+    print(f"oracle AUROC (true probabilities): {oracle:.3f}")
+    print(f"{'candidate':<15}{'CV AUROC':>9}{'CV logloss':>11}{'int.test':>9}"
+          f"{'ext AUROC':>10}{'ext-oracle':>11}{'slope':>7}{'intercept':>10}")
+    external = {}
+    for candidate in result.candidates:
+        risk = candidate.model.risk(test_valid)
+        auroc = roc_auc_score(y, risk)
+        slope, intercept = calibration_slope_intercept(y, risk)
+        external[candidate.name] = auroc
+        marker = "  <- selected" if candidate is result.selected else ""
+        print(f"{candidate.name:<15}{candidate.cv_metrics['cv_auroc']:>9.3f}"
+              f"{candidate.cv_metrics['cv_log_loss']:>11.4f}"
+              f"{candidate.test_metrics['auroc']:>9.3f}{auroc:>10.3f}{auroc - oracle:>+11.3f}"
+              f"{slope:>7.2f}{intercept:>+10.2f}{marker}")
+    chosen = result.selected.name
+    gap = result.selected.cv_metrics["cv_auroc"] - result.selected.test_metrics["auroc"]
+    print(f"selected {chosen} ({result.selected.params}, {result.selected.calibration}); "
+          f"CV-to-internal-test AUROC gap {gap:+.3f}")
+    print(f"selected vs oracle {external[chosen] - oracle:+.3f} (target >= -0.02); "
+          f"vs m-EASIX {external[chosen] - external['m_easix']:+.3f} (target >= +0.05)")
+
+
+if __name__ == "__main__":
+    main()
