@@ -147,6 +147,17 @@ def test_drivers_are_words_with_direction_and_size(result, cohort):
         assert all(p.endswith("log-odds)") for p in parts)
 
 
+def test_driver_values_are_plain_numbers(result, cohort):
+    valid, _ = cohort
+    rows = valid.head(200).copy()
+    rows["platelets_1e9_l"] = 1160.0  # large labs must not read "1.16e+03"
+    rows["ferritin_ng_ml"] = 12345.0
+    rows["crp_mg_l"] = 85.4
+    drivers = " ".join(result.selected.model.score(rows)["top_drivers"])
+    assert "e+" not in drivers
+    assert "Platelets 1160 " in drivers or "Ferritin 12345 " in drivers or "CRP 85.4 " in drivers
+
+
 def test_contributions_sum_to_the_margin(result, cohort):
     valid, _ = cohort
     for candidate in result.candidates:

@@ -111,6 +111,11 @@ def contributions_for(
     return Contributions(grouped, base, values.sum(axis=1) + base)
 
 
+def _number_text(value: float) -> str:
+    """Three significant figures, but whole numbers from 1000 up ("1160", not "1.16e+03")."""
+    return f"{value:.0f}" if abs(value) >= 999.5 else f"{value:.3g}"
+
+
 def _format_values(column: pd.Series) -> np.ndarray:
     """A clinician-readable text for each value of one contract column."""
     missing = column.isna().to_numpy()
@@ -119,7 +124,7 @@ def _format_values(column: pd.Series) -> np.ndarray:
         text = np.where(flags, "yes", "no").astype(object)
     elif pd.api.types.is_numeric_dtype(column):
         numbers = column.to_numpy(dtype="float64", na_value=np.nan)
-        text = np.array([f"{v:.3g}" for v in numbers.tolist()], dtype=object)
+        text = np.array([_number_text(v) for v in numbers.tolist()], dtype=object)
     else:
         text = column.astype("str").to_numpy(dtype=object)
     text[missing] = "missing"
