@@ -199,19 +199,16 @@ def test_score_spark_takes_a_spark_dataframe(spark, risk_model, text):
     assert got_rejected["check"].tolist() == expected_rejected["check"].tolist()
 
 
-def test_unusable_inputs_are_refused_with_one_sentence(tmp_path, spark, risk_model, text):
+def spark_score_without_drivers(source, out, risk_model):
     from crsrisk.spark import score_file_spark
 
+    return score_file_spark(source, out, model=risk_model, rejected_path=None, drivers=False,
+                            master="local[2]", mapping=None)
+
+
+def test_unusable_inputs_are_refused_with_one_sentence(tmp_path, spark, risk_model, text):
     def run(source):
-        return score_file_spark(
-            source,
-            tmp_path / "out.csv",
-            model=risk_model,
-            rejected_path=None,
-            drivers=False,
-            master="local[2]",
-            mapping=None,
-        )
+        return spark_score_without_drivers(source, tmp_path / "out.csv", risk_model)
 
     header_only = tmp_path / "header.csv"
     header_only.write_text(",".join(text.columns) + "\n")
@@ -235,20 +232,10 @@ def test_unusable_inputs_are_refused_with_one_sentence(tmp_path, spark, risk_mod
 
 
 def test_every_row_rejected_writes_only_the_rejected_file(tmp_path, spark, risk_model, text):
-    from crsrisk.spark import score_file_spark
-
     source = tmp_path / "bad.csv"
     text.iloc[:30].assign(age_years="200").to_csv(source, index=False)
     with pytest.raises(ContractError, match="Every row"):
-        score_file_spark(
-            source,
-            tmp_path / "out.csv",
-            model=risk_model,
-            rejected_path=None,
-            drivers=False,
-            master="local[2]",
-            mapping=None,
-        )
+        spark_score_without_drivers(source, tmp_path / "out.csv", risk_model)
     assert not (tmp_path / "out.csv").exists()
     rejected = read_table(tmp_path / "out.rejected.csv")
     assert sorted(set(rejected["row_number"].astype(int))) == list(range(1, 31))
