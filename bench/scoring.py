@@ -92,17 +92,71 @@ def bare_booster(model, design: pd.DataFrame, repeats: int) -> dict[bool, float]
     }
 
 
-def peak_rss_mb(command: list[str]) -> tuple[float, float]:
-    """(peak resident MB, seconds) of one subprocess, from its own rusage."""
+# The child reports its own high-water mark: rusage's ru_maxrss of a child cannot be used,
+# because Linux carries the parent's peak (this process holds the whole model matrix) across
+# fork and exec into it.
+PEAK_REPORTER = """
+import atexit, sys
+def report():
+    with open("/proc/self/status") as status:
+        kib = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+    sys.stderr.write(f"\\nVmHWM_KiB {kib}\\n")
+atexit.register(report)
+from crsrisk.cli import app
+app(prog_name="crsrisk")
+"""
+
+
+def peak_rss_mb(arguments: list[str]) -> tuple[float, float]:
+    """(peak resident MB, seconds) of one `crsrisk` subprocess, from its own VmHWM (Linux)."""
+    if not Path("/proc/self/status").exists():
+        raise SystemExit("the memory measurement reads /proc/self/status: Linux only")
     start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
+    done = subprocess.run([sys.executable, "-c", PEAK_REPORTER, *arguments],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          check=False)
     seconds = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) not in (0, 1):
-        raise RuntimeError(f"{' '.join(command)} failed: {process.stderr.read().decode()}")
-    process.stderr.close()
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return usage.ru_maxrss * scale / 2**20, seconds
+    if done.returncode not in (0, 1):
+        raise RuntimeError(f"crsrisk {' '.join(arguments)} failed: {done.stderr}")
+    kib = int(done.stderr.rsplit("VmHWM_KiB", 1)[1].split()[0])
+    return kib / 1024, seconds
+
+
+def throughput(args: argparse.Namespace, model, folder: Path, parquet: Path, csv: Path,
+               started: float) -> None:
+    """score_file against the bare booster on the same rows, without and with drivers."""
+    frame = pd.read_parquet(parquet)
+    if not args.no_csv:
+        frame.to_csv(csv, index=False, date_format="%Y-%m-%d")
+    design = model.design(validate(frame, with_outcome=False).valid)
+    del frame
+    booster = model.estimator.get_booster()
+    print(f"crsrisk score benchmark: {args.n:,} rows, chunk size {args.chunk_size:,}, "
+          f"{os.cpu_count()} CPUs, xgboost {xgb.__version__} "
+          f"({booster.num_boosted_rounds()} trees), Python {platform.python_version()}; "
+          f"setup {time.perf_counter() - started:.0f} s")
+
+    bare = bare_booster(model, design, args.repeats)
+    del design
+    rows = [("bare predict_proba (reference)", bare[False], None),
+            ("bare pred_contribs, TreeSHAP (reference)", bare[True], None)]
+    inputs = [("Parquet", parquet)] + ([] if args.no_csv else [("CSV", csv)])
+    out = folder / "scores.parquet"
+    for drivers in (False, True):
+        for name, path in inputs:
+            def run(path: Path = path, drivers: bool = drivers) -> None:
+                score_file(path, out, model=model, drivers=drivers,
+                           chunk_size=args.chunk_size, progress=False)
+            seconds, _ = best_of(args.repeats if not drivers else 1, run)
+            label = f"score_file {name} -> Parquet, {'with' if drivers else 'no'} drivers"
+            rows.append((label, seconds, bare[drivers] / seconds))
+
+    print(f"{'':<50}{'seconds':>9}{'rows/s':>12}{'ratio':>8}{'target':>8}")
+    for label, seconds, ratio in rows:
+        drivers = "with drivers" in label
+        tail = "" if ratio is None else f"{ratio:>8.2f}{TARGETS[drivers]:>8.2f}"
+        print(f"{label:<50}{seconds:>9.2f}{args.n / seconds:>12,.0f}{tail}")
+    print("ratio = bare booster time / score_file time on the same rows")
 
 
 def main() -> None:
@@ -114,6 +168,7 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=50_000)
     parser.add_argument("--skip-4m", action="store_true", help="no 4M-row memory run")
     parser.add_argument("--no-csv", action="store_true", help="Parquet input only")
+    parser.add_argument("--memory-only", action="store_true", help="only the peak-memory runs")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="crsrisk-bench-") as tmp:
@@ -123,38 +178,8 @@ def main() -> None:
         model = load_model(model_uri)
         parquet, csv = folder / "cohort.parquet", folder / "cohort.csv"
         write_cohort(parquet, args.n)
-        frame = pd.read_parquet(parquet)
-        if not args.no_csv:
-            frame.to_csv(csv, index=False, date_format="%Y-%m-%d")
-        design = model.design(validate(frame, with_outcome=False).valid)
-        del frame
-        booster = model.estimator.get_booster()
-        print(f"crsrisk score benchmark: {args.n:,} rows, chunk size {args.chunk_size:,}, "
-              f"{os.cpu_count()} CPUs, xgboost {xgb.__version__} "
-              f"({booster.num_boosted_rounds()} trees), Python {platform.python_version()}; "
-              f"setup {time.perf_counter() - started:.0f} s")
-
-        bare = bare_booster(model, design, args.repeats)
-        del design
-        rows = [("bare predict_proba (reference)", bare[False], None),
-                ("bare pred_contribs, TreeSHAP (reference)", bare[True], None)]
-        inputs = [("Parquet", parquet)] + ([] if args.no_csv else [("CSV", csv)])
-        out = folder / "scores.parquet"
-        for drivers in (False, True):
-            for name, path in inputs:
-                def run(path: Path = path, drivers: bool = drivers) -> None:
-                    score_file(path, out, model=model, drivers=drivers,
-                               chunk_size=args.chunk_size, progress=False)
-                seconds, _ = best_of(args.repeats if not drivers else 1, run)
-                label = f"score_file {name} -> Parquet, {'with' if drivers else 'no'} drivers"
-                rows.append((label, seconds, bare[drivers] / seconds))
-
-        print(f"{'':<50}{'seconds':>9}{'rows/s':>12}{'ratio':>8}{'target':>8}")
-        for label, seconds, ratio in rows:
-            drivers = "with drivers" in label
-            tail = "" if ratio is None else f"{ratio:>8.2f}{TARGETS[drivers]:>8.2f}"
-            print(f"{label:<50}{seconds:>9.2f}{args.n / seconds:>12,.0f}{tail}")
-        print("ratio = bare booster time / score_file time on the same rows")
+        if not args.memory_only:
+            throughput(args, model, folder, parquet, csv, started)
 
         memory = [(args.n, parquet)]
         if not args.skip_4m:
@@ -164,14 +189,12 @@ def main() -> None:
         print("\npeak resident memory of `crsrisk score IN.parquet --out OUT.parquet "
               "--no-drivers` (a subprocess):")
         for n, path in memory:
-            command = [sys.executable, "-m", "crsrisk", "score", str(path), "--out",
-                       str(folder / "rss.parquet"), "--model", model_uri, "--no-drivers",
-                       "--chunk-size", str(args.chunk_size), "--no-progress"]
-            mb, seconds = peak_rss_mb(command)
+            mb, seconds = peak_rss_mb(["score", str(path), "--out", str(folder / "rss.parquet"),
+                                       "--model", model_uri, "--no-drivers", "--chunk-size",
+                                       str(args.chunk_size), "--no-progress"])
             print(f"  {n:>10,} rows: {mb:7.0f} MB peak RSS, {seconds:6.1f} s wall")
         own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"  (this benchmark process itself, holding the {args.n:,}-row model matrix: "
-              f"{own:.0f} MB)")
+        print(f"  (this benchmark process itself: {own:.0f} MB peak)")
 
 
 if __name__ == "__main__":
