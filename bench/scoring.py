@@ -2,6 +2,7 @@
 
     python bench/scoring.py --n 1000000            # make bench
     python bench/scoring.py --n 200000 --skip-4m   # a quick look
+    python bench/scoring.py --memory-only          # peak memory at 1M and 4M rows only
 
 A small XGBoost model is trained and registered into a temporary tracking store; N patients are
 simulated and written as Parquet and CSV. Then, on the same N rows:
@@ -14,7 +15,8 @@ simulated and written as Parquet and CSV. Then, on the same N rows:
 
 A ratio is bare time / our time (1.0 would mean reading, validating and writing were free).
 Targets: >= 0.5 without drivers, >= 0.7 with. Last, the peak resident memory of a
-``crsrisk score`` subprocess on 1M and 4M rows: it should not grow with the input.
+``crsrisk score`` subprocess on 1M and 4M rows (its own VmHWM, Linux): it should not grow with
+the input.
 """
 
 from __future__ import annotations

@@ -300,27 +300,32 @@ def _parse_date(col: pd.Series, spec: ColumnSpec, problems: _Problems) -> pd.Ser
     return _as_ns(stamps)
 
 
+def _parse_category(col: pd.Series, spec: ColumnSpec, problems: _Problems) -> pd.Series:
+    """Levels match case-insensitively, spaces trimmed ("cd28 " is CD28); anything else is left
+    for the checks. A column holds few distinct values: clean those, not every cell."""
+    canonical = {level.lower(): level for level in spec.levels}
+    codes, distinct = pd.factorize(col)
+    cleaned = []
+    for value in distinct:
+        text = str(value).strip()
+        cleaned.append(canonical.get(text.lower(), text) if text else None)
+    mapped = pd.Index(cleaned, dtype="str")
+    return pd.Series(mapped.take(codes, allow_fill=True, fill_value=None), index=col.index)
+
+
 def _parse_text(col: pd.Series, spec: ColumnSpec, problems: _Problems) -> pd.Series:
     text = _as_text(col)
-    if spec.kind == "category":
-        # Levels match case-insensitively ("cd28" is CD28); anything else is left for the checks.
-        # A column holds few distinct values: map those, not every cell.
-        canonical = {level.lower(): level for level in spec.levels}
-        codes, distinct = pd.factorize(text)
-        mapped = pd.Index([canonical.get(v.lower(), v) for v in distinct], dtype="str")
-        text = pd.Series(mapped.take(codes, allow_fill=True, fill_value=None), index=text.index)
-    else:
-        problems.add(
-            text.str.startswith(FORMULA_PREFIXES).fillna(False),
-            spec.name,
-            "must not look like a spreadsheet formula (starts with =, +, -, @)",
-        )
+    problems.add(
+        text.str.startswith(FORMULA_PREFIXES).fillna(False),
+        spec.name,
+        "must not look like a spreadsheet formula (starts with =, +, -, @)",
+    )
     return text.astype("str")
 
 
 PARSERS = {
     "str": _parse_text,
-    "category": _parse_text,
+    "category": _parse_category,
     "float": _parse_number,
     "int": _parse_number,
     "bool": _parse_bool,

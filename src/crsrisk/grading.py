@@ -185,7 +185,7 @@ def resolve_labels(baseline: pd.DataFrame, events: pd.DataFrame | None = None) -
             f"{'has' if n == 1 else 'have'} no raw event row to regrade "
             f"{'it' if n == 1 else 'them'} from: {where}, or regrade "
             f"{'it' if n == 1 else 'these rows'} to ASTCT; grades on other scales are never "
-            f"pooled with ASTCT ({notes})"
+            f"pooled with ASTCT ({notes})."
         )
 
     grade = given.mask(other, event_grade)
