@@ -131,6 +131,10 @@ def test_promote_and_audit_trail(client, workdir, monkeypatch):
     listing = run("models", "--config", config)
     assert "external validation at site B" in listing.output
     assert "first champion" in listing.output
+    trail_lines = listing.output.split("alias changes:")[1].strip().splitlines()
+    assert "test_auroc" in trail_lines[0] and "test_log_loss" in trail_lines[0]
+    auroc = client.get_model_version("crs-severe", "2").tags["metric.test_auroc"]
+    assert f"{float(auroc):.4f}" in trail_lines[-1]  # the promotion row carries its metrics
     missing = run("promote", "9", "--reason", "x", "--config", config)
     assert missing.exit_code == 2 and "has no version 9" in missing.output
     no_reason = run("promote", "1", "--reason", " ", "--config", config)

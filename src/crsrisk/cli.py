@@ -265,8 +265,11 @@ def models(config: ConfigOption = None) -> None:
     typer.echo(f"{store.model_name} at {store.uri}")
     typer.echo(versions.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     trail = audit_trail(store)
+    shown = trail.drop(columns=["metrics"])
+    for key in ("test_auroc", "test_log_loss"):  # the figures the version had when it moved
+        shown[key] = [m.get(key) if isinstance(m, dict) else None for m in trail["metrics"]]
     typer.echo("\nalias changes:")
-    typer.echo(trail.drop(columns=["metrics"]).to_string(index=False))
+    typer.echo(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
 
 
