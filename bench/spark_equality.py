@@ -15,10 +15,9 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from spark_scoring import compare, equal, register_model, simulate_file
+from spark_scoring import equal, register_model, score_both, simulate_file
 
 
 def main() -> None:
@@ -32,8 +31,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2)
     args = parser.parse_args()
 
-    from crsrisk.scoring import load_model, score_file
-    from crsrisk.spark import score_file_spark, spark_session
+    from crsrisk.scoring import load_model
+    from crsrisk.spark import spark_session
 
     failed = False
     with tempfile.TemporaryDirectory(prefix="crsrisk-spark-equality-") as tmp:
@@ -45,32 +44,9 @@ def main() -> None:
         for fmt in ("csv", "parquet"):
             data = folder / f"patients.{fmt}"
             simulate_file(data, args.n, seed=args.seed, bad_fraction=args.bad_fraction)
-            p_out, p_rej = folder / f"pandas-{fmt}.parquet", folder / f"pandas-{fmt}.rejected.csv"
-            s_out, s_rej = folder / f"spark-{fmt}.parquet", folder / f"spark-{fmt}.rejected.csv"
-            mark = time.perf_counter()
-            score_file(
-                data,
-                p_out,
-                model=risk_model,
-                rejected_path=p_rej,
-                drivers=True,
-                chunk_size=args.chunk_size,
-                progress=False,
-            )
-            pandas_s = time.perf_counter() - mark
-            mark = time.perf_counter()
-            score_file_spark(
-                data,
-                s_out,
-                model=model_uri,
-                rejected_path=s_rej,
-                drivers=True,
-                master=args.master,
-                mapping=None,
-                chunk_size=args.chunk_size,
-            )
-            spark_s = time.perf_counter() - mark
-            result = compare(p_out, s_out, p_rej, s_rej)
+            _, pandas_s, spark_s, result = score_both(
+                data, folder, fmt, risk_model, drivers=True, master=args.master,
+                chunk_size=args.chunk_size)
             ok = equal(result)
             failed |= not ok
             print(

@@ -196,6 +196,37 @@ def compare(
     }
 
 
+def score_both(
+    data: Path,
+    folder: Path,
+    name: str,
+    model,
+    *,
+    drivers: bool,
+    master: str,
+    chunk_size: int,
+    timings: dict[str, float] | None = None,
+) -> tuple[object, float, float, dict[str, object]]:
+    """Score ``data`` with the pandas engine, then the Spark one, into ``folder``.
+
+    Returns the pandas engine's summary, each engine's seconds and their comparison.
+    """
+    from crsrisk.scoring import score_file
+    from crsrisk.spark import score_file_spark
+
+    p_out, p_rej = folder / f"pandas-{name}.parquet", folder / f"pandas-{name}.rejected.csv"
+    s_out, s_rej = folder / f"spark-{name}.parquet", folder / f"spark-{name}.rejected.csv"
+    mark = time.perf_counter()
+    summary = score_file(data, p_out, model=model, rejected_path=p_rej, drivers=drivers,
+                         chunk_size=chunk_size, progress=False)
+    pandas_s = time.perf_counter() - mark
+    mark = time.perf_counter()
+    score_file_spark(data, s_out, model=model, rejected_path=s_rej, drivers=drivers,
+                     master=master, mapping=None, chunk_size=chunk_size, timings=timings)
+    spark_s = time.perf_counter() - mark
+    return summary, pandas_s, spark_s, compare(p_out, s_out, p_rej, s_rej)
+
+
 def equal(result: dict[str, object]) -> bool:
     return (
         result["same patients in the same order"]
@@ -298,7 +329,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from crsrisk.contract import validate
-    from crsrisk.scoring import load_model, score_file
+    from crsrisk.scoring import load_model
     from crsrisk.tableio import iter_table
 
     with tempfile.TemporaryDirectory(prefix="crsrisk-spark-bench-") as tmp:
@@ -323,7 +354,7 @@ def main() -> None:
             )
         pandas_validation = time.perf_counter() - mark
 
-        from crsrisk.spark import score_file_spark, spark_session
+        from crsrisk.spark import spark_session
 
         mark = time.perf_counter()
         spark = spark_session(args.master)
@@ -336,34 +367,10 @@ def main() -> None:
         failed = False
         for drivers in modes:
             label = "with SHAP drivers" if drivers else "without drivers"
-            p_out, p_rej = folder / "pandas.parquet", folder / "pandas.rejected.csv"
-            s_out, s_rej = folder / "spark.parquet", folder / "spark.rejected.csv"
-            mark = time.perf_counter()
-            summary = score_file(
-                data,
-                p_out,
-                model=risk_model,
-                rejected_path=p_rej,
-                drivers=drivers,
-                chunk_size=args.chunk_size,
-                progress=False,
-            )
-            pandas_total = time.perf_counter() - mark
             timings: dict[str, float] = {}
-            mark = time.perf_counter()
-            score_file_spark(
-                data,
-                s_out,
-                model=risk_model,
-                rejected_path=s_rej,
-                drivers=drivers,
-                master=args.master,
-                mapping=None,
-                chunk_size=args.chunk_size,
-                timings=timings,
-            )
-            spark_total = time.perf_counter() - mark
-            result = compare(p_out, s_out, p_rej, s_rej)
+            summary, pandas_total, spark_total, result = score_both(
+                data, folder, "on" if drivers else "off", risk_model, drivers=drivers,
+                master=args.master, chunk_size=args.chunk_size, timings=timings)
             failed |= not equal(result)
 
             report(

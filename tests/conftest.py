@@ -115,6 +115,14 @@ class Trained:
     cohort: object  # crsrisk.simulate.SimulatedCohort used for training
     config: object
 
+    def load(self):
+        """A fresh RiskModel of the champion, loaded from its store."""
+        from crsrisk.scoring import load_model
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("MLFLOW_TRACKING_URI", self.uri)
+            return load_model(self.model_uri)
+
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory) -> Trained:

@@ -28,11 +28,7 @@ from crsrisk.simulate import simulate_cohort
 @pytest.fixture(scope="module")
 def champion(trained):
     """The shared registered champion, loaded once."""
-    from crsrisk.scoring import load_model
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", trained.uri)
-        return load_model(trained.model_uri)
+    return trained.load()
 
 
 @pytest.fixture(scope="module")

@@ -34,9 +34,7 @@ from tests.conftest import baseline_frame
 
 @pytest.fixture(scope="module")
 def model(trained):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", trained.uri)
-        return load_model(trained.model_uri)
+    return trained.load()
 
 
 @pytest.fixture(scope="module")

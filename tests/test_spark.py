@@ -44,11 +44,7 @@ def spark():
 @pytest.fixture(scope="module")
 def risk_model(trained):
     """The registered champion, loaded once (both engines also take a loaded RiskModel)."""
-    from crsrisk.scoring import load_model
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", trained.uri)
-        return load_model(trained.model_uri)
+    return trained.load()
 
 
 @pytest.fixture(scope="module")

@@ -90,9 +90,10 @@ def score(
         say(f"warning: {warning}")
     say(summary.line())
     if summary.n_rejected:
-        from crsrisk.scoring import _default_rejected
+        from crsrisk.scoring import sibling_path
 
-        say(f"{summary.n_rejected:,} rows rejected: see {rejected or _default_rejected(out)}")
+        rejected_path = rejected or sibling_path(out, "rejected")
+        say(f"{summary.n_rejected:,} rows rejected: see {rejected_path}")
         raise typer.Exit(EXIT_REJECTED)
 
 
@@ -193,7 +194,7 @@ def stratify(
 
     Exit 0 all stratified, 1 some rows rejected, 2 unusable input or model.
     """
-    from crsrisk.scoring import _check_distinct, load_model, sibling_path
+    from crsrisk.scoring import check_distinct_paths, load_model, sibling_path
     from crsrisk.scoring import score as score_table
     from crsrisk.stratify import stratify as make_strata
     from crsrisk.tableio import read_table, table_format, write_table
@@ -202,7 +203,7 @@ def stratify(
     rejected_path = rejected or sibling_path(out, "rejected")
     for path in (out, summary_path, rejected_path):
         table_format(path)
-    _check_distinct(input, out, rejected_path)
+    check_distinct_paths(input, out, rejected_path)
     if len({out.resolve(), summary_path.resolve(), rejected_path.resolve()}) < 3:
         raise CrsriskError("--out, --summary and --rejected must be three different files.")
     if strata is None and thresholds is None:

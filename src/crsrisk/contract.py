@@ -211,7 +211,7 @@ class _Problems:
             self.words.append(words)
 
 
-def _as_text(col: pd.Series) -> pd.Series:
+def stripped_text(col: pd.Series) -> pd.Series:
     """Text with surrounding spaces removed and empty strings as missing."""
     if col.dtype == "str" and getattr(col.dtype, "storage", None) == "pyarrow":
         # Text as CSV delivers it: the same steps in one Arrow pass, without pandas' copies.
@@ -243,7 +243,7 @@ def _parse_number(col: pd.Series, spec: ColumnSpec, problems: _Problems) -> pd.S
     if pd.api.types.is_numeric_dtype(col):
         number = col.to_numpy(dtype="float64", na_value=np.nan)
     else:
-        text = _as_text(col)
+        text = stripped_text(col)
         number = _to_float(text)
         problems.add(text.notna().to_numpy() & np.isnan(number), spec.name, "must be a number")
     number = number + 0.0  # a new array; and -0 becomes 0, whichever parser read it
@@ -264,7 +264,7 @@ def _parse_number(col: pd.Series, spec: ColumnSpec, problems: _Problems) -> pd.S
 def _parse_bool(col: pd.Series, spec: ColumnSpec, problems: _Problems) -> pd.Series:
     if pd.api.types.is_bool_dtype(col):
         return col.astype("boolean")
-    text = _as_text(col).str.lower()
+    text = stripped_text(col).str.lower()
     true = text.isin(TRUE_WORDS).to_numpy()
     false = text.isin(FALSE_WORDS).to_numpy()
     problems.add(text.notna().to_numpy() & ~true & ~false, spec.name, "must be true or false")
@@ -287,7 +287,7 @@ def _as_ns(stamps: pd.Series) -> pd.Series:
 def _parse_date(col: pd.Series, spec: ColumnSpec, problems: _Problems) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(col):
         return _as_ns(col)
-    text = _as_text(col)
+    text = stripped_text(col)
     try:
         stamps = pd.to_datetime(text, format="ISO8601", errors="coerce")
     except ValueError:
@@ -314,7 +314,7 @@ def _parse_category(col: pd.Series, spec: ColumnSpec, problems: _Problems) -> pd
 
 
 def _parse_text(col: pd.Series, spec: ColumnSpec, problems: _Problems) -> pd.Series:
-    text = _as_text(col)
+    text = stripped_text(col)
     problems.add(
         text.str.startswith(FORMULA_PREFIXES).fillna(False),
         spec.name,

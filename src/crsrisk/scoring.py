@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from crsrisk.columns import BASELINE_NAMES, CONTRACT_VERSION, OUTCOME_NAMES
-from crsrisk.contract import _as_text, empty_rejected, validate
+from crsrisk.contract import empty_rejected, stripped_text, validate
 from crsrisk.errors import ContractError, CrsriskError
 from crsrisk.mapping import SiteMapping, apply_mapping, load_mapping
 from crsrisk.riskmodel import SCORE_COLUMNS, TIERS, RiskModel
@@ -164,9 +164,10 @@ def existing_store(uri: str) -> str:
     return tracking
 
 
-def _resolve(
+def resolve_model_and_mapping(
     model: str | Path | RiskModel, mapping: str | Path | SiteMapping | None
 ) -> tuple[RiskModel, SiteMapping | None]:
+    """The loaded model and site mapping, from paths or URIs or as given."""
     risk_model = model if isinstance(model, RiskModel) else load_model(model)
     if mapping is not None and not isinstance(mapping, SiteMapping):
         mapping = load_mapping(mapping)
@@ -230,7 +231,7 @@ def _prepare(
         carried = raw[extras].take(valid.index.to_numpy() - row_offset).set_axis(valid.index)
     prepared = _Prepared(valid, rejected, result.warnings, len(raw), carried)
     if hash_ids:
-        ids = _as_text(raw["patient_id"])
+        ids = stripped_text(raw["patient_id"])
         prepared.id_present = ids.notna().to_numpy()
         prepared.id_hashes = pd.util.hash_pandas_object(ids, index=False).to_numpy()
     return prepared
@@ -348,7 +349,7 @@ def score(
     >>> import crsrisk
     >>> scores, rejected = crsrisk.score(table)  # doctest: +SKIP
     """
-    risk_model, site_mapping = _resolve(model, mapping)
+    risk_model, site_mapping = resolve_model_and_mapping(model, mapping)
     scores, rejected, _ = score_frame(df.reset_index(drop=True), risk_model, drivers=drivers,
                                       mapping=site_mapping)
     return scores, rejected
@@ -371,14 +372,16 @@ class ScoreSummary:
     model: str = ""
     seconds: float = 0.0
 
-    def add(self, chunk: pd.DataFrame, scores: pd.DataFrame, rejected: pd.DataFrame,
-            warnings: tuple[str, ...]) -> None:
-        """Count one chunk's outcome."""
-        self.n_read += len(chunk)
-        self.n_scored += len(scores)
+    def add(self, tiers: pd.Series, rejected: pd.DataFrame, warnings: Iterable[str],
+            n_read: int = 0) -> None:
+        """Count one chunk: ``tiers`` is its ``risk_tier.value_counts()``."""
+        self.n_read += n_read
+        self.n_scored += int(tiers.sum())
         self.n_rejected += int(rejected["row_number"].nunique())
-        self.tiers.update(scores["risk_tier"].value_counts().to_dict())
-        self.warnings.extend(w for w in warnings if w not in self.warnings)
+        self.tiers.update(tiers.to_dict())
+        for warning in warnings:
+            if warning not in self.warnings:
+                self.warnings.append(warning)
 
     def line(self) -> str:
         """One line for the terminal: counts, tiers, model, time."""
@@ -440,11 +443,11 @@ def score_file(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     input_path, out = Path(input_path), Path(out)
-    rejected_path = Path(rejected_path) if rejected_path else _default_rejected(out)
+    rejected_path = Path(rejected_path) if rejected_path else sibling_path(out, "rejected")
     for path in (input_path, out, rejected_path):
         table_format(path)
-    _check_distinct(input_path, out, rejected_path)
-    risk_model, site_mapping = _resolve(model, mapping)
+    check_distinct_paths(input_path, out, rejected_path)
+    risk_model, site_mapping = resolve_model_and_mapping(model, mapping)
     for path in (out, rejected_path):
         remove_stale_temporaries(path)  # left by a killed run
     show = sys.stderr.isatty() if progress is None else progress
@@ -482,11 +485,8 @@ def sibling_path(out: str | Path, what: str) -> Path:
     return out.with_name(f"{name}.{what}.csv")
 
 
-def _default_rejected(out: str | Path) -> Path:
-    return sibling_path(out, "rejected")
-
-
-def _check_distinct(input_path: Path, out: Path, rejected_path: Path) -> None:
+def check_distinct_paths(input_path: Path, out: Path, rejected_path: Path) -> None:
+    """Refuse outputs that would overwrite the input, or each other."""
     resolved = {"input": input_path.resolve(), "--out": out.resolve(),
                 "--rejected": rejected_path.resolve()}
     if resolved["--out"] == resolved["input"] or resolved["--rejected"] == resolved["input"]:
@@ -569,11 +569,7 @@ class _Run:
 
     @staticmethod
     def _count(summary: ScoreSummary, bar: tqdm, prepared: _Prepared, tiers: pd.Series) -> None:
-        summary.n_read += prepared.n_read
-        summary.n_scored += int(tiers.sum())
-        summary.n_rejected += int(prepared.rejected["row_number"].nunique())
-        summary.tiers.update(tiers.to_dict())
-        summary.warnings.extend(w for w in prepared.warnings if w not in summary.warnings)
+        summary.add(tiers, prepared.rejected, prepared.warnings, n_read=prepared.n_read)
         bar.update(prepared.n_read)
 
     def _score_schema(self) -> pa.Schema | None:

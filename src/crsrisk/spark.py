@@ -44,14 +44,14 @@ from pandas._libs.parsers import STR_NA_VALUES
 from crsrisk.columns import REJECTED_COLUMNS_DOC
 from crsrisk.contract import empty_rejected
 from crsrisk.errors import ContractError, CrsriskError
-from crsrisk.mapping import SiteMapping, load_mapping
+from crsrisk.mapping import SiteMapping
 from crsrisk.riskmodel import SCORE_COLUMNS, RiskModel
 from crsrisk.scoring import (
     ScoreSummary,
-    _default_rejected,
     finish_summary,
-    load_model,
+    resolve_model_and_mapping,
     score_frame,
+    sibling_path,
 )
 from crsrisk.tableio import TableWriter, iter_table, table_format
 
@@ -572,16 +572,6 @@ def _split(combined: DataFrame, layout: _Layout) -> tuple[DataFrame, DataFrame]:
     return scores, rejected
 
 
-def _risk_model(model: str | Path | RiskModel) -> RiskModel:
-    return model if isinstance(model, RiskModel) else load_model(model)
-
-
-def _site_mapping(mapping: str | Path | SiteMapping | None) -> SiteMapping | None:
-    if mapping is None or isinstance(mapping, SiteMapping):
-        return mapping
-    return load_mapping(mapping)
-
-
 def score_spark(
     spark_df: DataFrame,
     model: str | Path | RiskModel,
@@ -628,8 +618,7 @@ def score_spark(
     """
     from pyspark import StorageLevel
 
-    risk_model = _risk_model(model)
-    site_mapping = _site_mapping(mapping)
+    risk_model, site_mapping = resolve_model_and_mapping(model, mapping)
     with _quiet_pyspark():
         probe = spark_df.limit(1).toPandas()
     layout = _layout(spark_df.schema, probe, risk_model, site_mapping)
@@ -727,11 +716,10 @@ def score_file_spark(
     timings = {} if timings is None else timings
     input_path, out = Path(input_path), Path(out)
     table_format(out)
-    rejected_path = Path(rejected_path) if rejected_path else _default_rejected(out)
+    rejected_path = Path(rejected_path) if rejected_path else sibling_path(out, "rejected")
     table_format(rejected_path)
     probe = _probe_file(input_path)  # unusable files fail here, before Spark starts
-    risk_model = _risk_model(model)
-    site_mapping = _site_mapping(mapping)
+    risk_model, site_mapping = resolve_model_and_mapping(model, mapping)
     if probe is not None:
         # An empty table, a missing required column...: the pandas engine's own error.
         score_frame(probe, risk_model, drivers=False, mapping=site_mapping)
@@ -840,12 +828,8 @@ def _write_outputs(
                         .set_axis(list(REJECTED_COLUMNS_DOC), axis=1)
                         .astype({"row_number": "int64"})
                     )
-                    for text in chunk.loc[kind == _WARNING, _WARNING_COLUMN]:
-                        if text not in summary.warnings:
-                            summary.warnings.append(text)
-                    summary.n_scored += len(scores)
-                    summary.n_rejected += int(rejected["row_number"].nunique())
-                    summary.tiers.update(scores["risk_tier"].tolist())
+                    summary.add(scores["risk_tier"].value_counts(), rejected,
+                                chunk.loc[kind == _WARNING, _WARNING_COLUMN])
                     if len(scores):
                         scores_out.write(scores.reset_index(drop=True))
                     if len(rejected):
