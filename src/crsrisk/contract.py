@@ -104,15 +104,29 @@ def _is_bispecific(df: pd.DataFrame) -> pd.Series:
     return df["therapy_class"].eq("bispecific")
 
 
+def _differs_from_product_table(df: pd.DataFrame, column: str, table: dict[str, str]) -> pd.Series:
+    """True where the product is in ``table`` and ``column`` is given but is not its entry.
+
+    Both columns hold few distinct values, so the comparison is made once per pair of values
+    (a small grid) rather than per row: this runs on every chunk that is scored.
+    """
+    product_codes, products = pd.factorize(df["product"])
+    given_codes, given = pd.factorize(df[column])
+    expected = [table.get(product) for product in products]
+    grid = np.array([[e is not None and g != e for g in given] for e in expected], dtype=bool)
+    grid = grid.reshape(len(products), len(given))
+    present = (product_codes >= 0) & (given_codes >= 0)
+    differs = np.zeros(len(df), dtype=bool)
+    differs[present] = grid[product_codes[present], given_codes[present]]
+    return pd.Series(differs, index=df.index)
+
+
 def _product_class_mismatch(df: pd.DataFrame) -> pd.Series:
-    expected = df["product"].map(PRODUCT_CLASS)
-    return expected.notna() & df["therapy_class"].notna() & expected.ne(df["therapy_class"])
+    return _differs_from_product_table(df, "therapy_class", PRODUCT_CLASS)
 
 
 def _costim_mismatch(df: pd.DataFrame) -> pd.Series:
-    expected = df["product"].map(PRODUCT_COSTIM)
-    given = df["costim_domain"]
-    return _is_car_t(df) & expected.notna() & given.notna() & expected.ne(given)
+    return _is_car_t(df) & _differs_from_product_table(df, "costim_domain", PRODUCT_COSTIM)
 
 
 BASELINE_RULES: tuple[CrossRule, ...] = (
