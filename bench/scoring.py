@@ -3,6 +3,7 @@
     python bench/scoring.py --n 1000000            # make bench
     python bench/scoring.py --n 200000 --skip-4m   # a quick look
     python bench/scoring.py --memory-only          # peak memory at 1M and 4M rows only
+    python bench/scoring.py --skip-4m --drivers off  # the no-drivers ratios only
 
 A small XGBoost model is trained and registered into a temporary tracking store; N patients are
 simulated and written as Parquet and CSV. Then, on the same N rows:
@@ -83,15 +84,17 @@ def write_cohort(path: Path, n: int, block: int = 1_000_000) -> None:
             writer.write(baseline)
 
 
-def bare_booster(model, design: pd.DataFrame, repeats: int) -> dict[bool, float]:
-    """Seconds of the bare booster on the model matrix: without drivers (predict_proba) and
-    with (TreeSHAP ``pred_contribs``, once: it is the slow one)."""
+def bare_booster(model, design: pd.DataFrame, repeats: int,
+                 modes: list[bool]) -> dict[bool, float]:
+    """Seconds of the bare booster on the model matrix, for each mode asked: without drivers
+    (predict_proba) and with (TreeSHAP ``pred_contribs``, once: it is the slow one)."""
     booster = model.estimator.get_booster()
-    return {
-        False: best_of(repeats, lambda: model.estimator.predict_proba(design))[0],
-        True: best_of(1, lambda: booster.predict(
+    runs = {
+        False: lambda: best_of(repeats, lambda: model.estimator.predict_proba(design))[0],
+        True: lambda: best_of(1, lambda: booster.predict(
             xgb.DMatrix(design, enable_categorical=True), pred_contribs=True))[0],
     }
+    return {drivers: runs[drivers]() for drivers in modes}
 
 
 # The child reports its own high-water mark: rusage's ru_maxrss of a child cannot be used,
@@ -138,13 +141,15 @@ def throughput(args: argparse.Namespace, model, folder: Path, parquet: Path, csv
           f"({booster.num_boosted_rounds()} trees), Python {platform.python_version()}; "
           f"setup {time.perf_counter() - started:.0f} s")
 
-    bare = bare_booster(model, design, args.repeats)
+    modes = {"on": [True], "off": [False], "both": [False, True]}[args.drivers]
+    bare = bare_booster(model, design, args.repeats, modes)
     del design
-    rows = [("bare predict_proba (reference)", bare[False], None),
-            ("bare pred_contribs, TreeSHAP (reference)", bare[True], None)]
+    names = {False: "bare predict_proba (reference)",
+             True: "bare pred_contribs, TreeSHAP (reference)"}
+    rows = [(names[drivers], bare[drivers], None) for drivers in modes]
     inputs = [("Parquet", parquet)] + ([] if args.no_csv else [("CSV", csv)])
     out = folder / "scores.parquet"
-    for drivers in (False, True):
+    for drivers in modes:
         for name, path in inputs:
             def run(path: Path = path, drivers: bool = drivers) -> None:
                 score_file(path, out, model=model, drivers=drivers,
@@ -171,6 +176,8 @@ def main() -> None:
     parser.add_argument("--skip-4m", action="store_true", help="no 4M-row memory run")
     parser.add_argument("--no-csv", action="store_true", help="Parquet input only")
     parser.add_argument("--memory-only", action="store_true", help="only the peak-memory runs")
+    parser.add_argument("--drivers", choices=("on", "off", "both"), default="both",
+                        help="score_file runs with drivers, without, or both")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="crsrisk-bench-") as tmp:
