@@ -37,9 +37,25 @@ def test_valid_table_is_typed_and_complete(baseline):
     assert pd.isna(valid.loc[1, "bridging_therapy"])
     assert valid["patient_id"].tolist() == ["P1-0", "P2-0", "P3-0"]
     # The validated table passes the pandera schema on its own.
-    baseline_schema(TODAY).validate(valid.assign(
-        **{c: valid[c].astype("str").where(valid[c].notna())
-           for c in valid.columns if isinstance(valid[c].dtype, pd.CategoricalDtype)}))
+    baseline_schema(TODAY).validate(valid)
+
+
+def test_categories_keep_the_contract_order_whatever_order_the_rows_give():
+    # Every level present, first seen in reverse contract order: unordered categorical dtypes
+    # with the same levels compare equal, so a cast could silently keep the rows' order, and
+    # the codes the model reads would change meaning.
+    from crsrisk.columns import BASELINE_COLUMNS
+    from crsrisk.simulate import simulate_cohort
+
+    table = simulate_cohort(3000, seed=5).baseline
+    table = table.sort_values("diagnosis", key=lambda s: s.astype(str), ascending=False)
+    valid = validate(table.reset_index(drop=True), today=TODAY).valid
+    for spec in BASELINE_COLUMNS:
+        if spec.levels:
+            column = valid[spec.name]
+            assert list(column.cat.categories) == list(spec.levels), spec.name
+            expected = pd.Categorical(column.astype(object), categories=list(spec.levels))
+            assert column.cat.codes.tolist() == list(expected.codes), spec.name
 
 
 def test_costim_filled_from_product_table_and_kept_when_given(baseline):

@@ -216,11 +216,11 @@ def test_failure_mid_run_leaves_no_output(tmp_path, model, monkeypatch):
     out.write_text("yesterday's scores\n")
     calls = []
 
-    def failing(self, valid, drivers=True):
+    def failing(self, valid, drivers=True, design=None):
         calls.append(len(valid))
         if len(calls) == 3:
             raise RuntimeError("disk full")
-        return original(self, valid, drivers=drivers)
+        return original(self, valid, drivers=drivers, design=design)
 
     original = type(model).score
     monkeypatch.setattr(type(model), "score", failing)

@@ -54,7 +54,9 @@ class ContractRejection(ContractError):
 def _pandas_dtype(spec: ColumnSpec) -> object:
     return {
         "str": "str",
-        "category": "str",  # checked as text, cast to a fixed categorical after validation
+        # Checked with the levels of its chunk (any value, so an unknown one can be reported),
+        # recoded to the fixed levels after validation.
+        "category": "category",
         "float": "float64",
         "int": "Int64",
         "bool": "boolean",
@@ -225,11 +227,19 @@ class _Problems:
             self.words.append(words)
 
 
+def _arrow_text(col: pd.Series) -> pyarrow.Array | None:
+    """The Arrow array behind an Arrow-backed text column (as CSV and Parquet give text)."""
+    if col.dtype == "str" and getattr(col.dtype, "storage", None) == "pyarrow":
+        return pyarrow.array(col)
+    return None
+
+
 def stripped_text(col: pd.Series) -> pd.Series:
     """Text with surrounding spaces removed and empty strings as missing."""
-    if col.dtype == "str" and getattr(col.dtype, "storage", None) == "pyarrow":
+    arrow = _arrow_text(col)
+    if arrow is not None:
         # Text as CSV delivers it: the same steps in one Arrow pass, without pandas' copies.
-        trimmed = pc.utf8_trim_whitespace(pyarrow.array(col))
+        trimmed = pc.utf8_trim_whitespace(arrow)
         blank = pc.equal(trimmed, "")
         text = pc.if_else(blank, pyarrow.scalar(None, trimmed.type), trimmed).to_pandas()
         return text.astype("str").set_axis(col.index)
@@ -250,6 +260,22 @@ def _to_float(text: pd.Series) -> np.ndarray:
     return parsed.to_numpy(zero_copy_only=False).astype("float64", copy=False)
 
 
+def _clean_float(col: pd.Series) -> np.ndarray | None:
+    """Arrow text that is all plain numbers (no spaces, no words) as float64; else None.
+
+    The common case, parsed without trimming first: a cell with spaces or anything else that
+    is not a number makes Arrow refuse the whole column, which then takes the general path.
+    """
+    arrow = _arrow_text(col)
+    if arrow is None:
+        return None
+    try:
+        parsed = pc.cast(arrow, pyarrow.float64())
+    except (pyarrow.ArrowInvalid, pyarrow.ArrowNotImplementedError):
+        return None
+    return parsed.to_numpy(zero_copy_only=False)
+
+
 def _parse_number(col: pd.Series, spec: ColumnSpec, problems: _Problems) -> pd.Series:
     if pd.api.types.is_bool_dtype(col):
         problems.add(col.notna(), spec.name, "must be a number")
@@ -257,9 +283,13 @@ def _parse_number(col: pd.Series, spec: ColumnSpec, problems: _Problems) -> pd.S
     if pd.api.types.is_numeric_dtype(col):
         number = col.to_numpy(dtype="float64", na_value=np.nan)
     else:
-        text = stripped_text(col)
-        number = _to_float(text)
-        problems.add(text.notna().to_numpy() & np.isnan(number), spec.name, "must be a number")
+        number = _clean_float(col)
+        if number is None:
+            text = stripped_text(col)
+            number, present = _to_float(text), text.notna().to_numpy()
+        else:
+            present = col.notna().to_numpy()
+        problems.add(present & np.isnan(number), spec.name, "must be a number")
     number = number + 0.0  # a new array; and -0 becomes 0, whichever parser read it
     infinite = np.isinf(number)
     problems.add(infinite, spec.name, "must be a finite number")
@@ -276,12 +306,17 @@ def _parse_number(col: pd.Series, spec: ColumnSpec, problems: _Problems) -> pd.S
 
 
 def _parse_bool(col: pd.Series, spec: ColumnSpec, problems: _Problems) -> pd.Series:
+    """True and false words, trimmed and in any case; read once per distinct value."""
     if pd.api.types.is_bool_dtype(col):
         return col.astype("boolean")
-    text = stripped_text(col).str.lower()
-    true = text.isin(TRUE_WORDS).to_numpy()
-    false = text.isin(FALSE_WORDS).to_numpy()
-    problems.add(text.notna().to_numpy() & ~true & ~false, spec.name, "must be true or false")
+    codes, distinct = pd.factorize(col)
+    words = [str(value).strip().lower() for value in distinct]
+    # One extra slot at the end for code -1 (missing): neither true, false nor a problem.
+    true = np.array([w in TRUE_WORDS for w in words] + [False])[codes]
+    false = np.array([w in FALSE_WORDS for w in words] + [False])[codes]
+    unknown = np.array([w != "" and w not in TRUE_WORDS | FALSE_WORDS for w in words]
+                       + [False])[codes]
+    problems.add(unknown, spec.name, "must be true or false")
     return pd.Series(pd.arrays.BooleanArray(true, ~(true | false)), index=col.index)
 
 
@@ -301,6 +336,16 @@ def _as_ns(stamps: pd.Series) -> pd.Series:
 def _parse_date(col: pd.Series, spec: ColumnSpec, problems: _Problems) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(col):
         return _as_ns(col)
+    arrow = _arrow_text(col)
+    if arrow is not None:
+        # Plain YYYY-MM-DD cells, the common case: Arrow's strict parser (it refuses
+        # 2024-02-30 and unpadded digits), else the general path below.
+        try:
+            days = pc.cast(arrow, pyarrow.date32())
+        except pyarrow.ArrowInvalid:
+            pass
+        else:
+            return _as_ns(pd.Series(days.to_numpy(zero_copy_only=False), index=col.index))
     text = stripped_text(col)
     try:
         stamps = pd.to_datetime(text, format="ISO8601", errors="coerce")
@@ -316,15 +361,23 @@ def _parse_date(col: pd.Series, spec: ColumnSpec, problems: _Problems) -> pd.Ser
 
 def _parse_category(col: pd.Series, spec: ColumnSpec, problems: _Problems) -> pd.Series:
     """Levels match case-insensitively, spaces trimmed ("cd28 " is CD28); anything else is left
-    for the checks. A column holds few distinct values: clean those, not every cell."""
+    for the checks. A column holds few distinct values: clean those, not every cell.
+
+    The result is categorical over the cleaned values of this column (known or not), so the
+    checks see every value as given; `_as_categorical` recodes it to the fixed levels.
+    """
     canonical = {level.lower(): level for level in spec.levels}
     codes, distinct = pd.factorize(col)
     cleaned = []
     for value in distinct:
         text = str(value).strip()
         cleaned.append(canonical.get(text.lower(), text) if text else None)
-    mapped = pd.Index(cleaned, dtype="str")
-    return pd.Series(mapped.take(codes, allow_fill=True, fill_value=None), index=col.index)
+    categories = pd.Index([c for c in dict.fromkeys(cleaned) if c is not None], dtype="str")
+    # Code of each distinct value among the categories, and -1 (missing) for empty text and
+    # for code -1 itself (the extra last slot).
+    recode = np.append(categories.get_indexer(pd.Index(cleaned, dtype="str")), -1)
+    values = pd.Categorical.from_codes(recode[codes], dtype=pd.CategoricalDtype(categories))
+    return pd.Series(values, index=col.index)
 
 
 def _parse_text(col: pd.Series, spec: ColumnSpec, problems: _Problems) -> pd.Series:
@@ -496,6 +549,10 @@ def _fill_costim(valid: pd.DataFrame) -> pd.DataFrame:
 def _as_categorical(col: pd.Series, spec: ColumnSpec) -> pd.Series:
     """``col.astype(categorical_dtype(spec))`` (text outside the levels becomes missing), by
     Arrow's hash lookup: several times faster than pandas' on text columns."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        # Not astype: unordered dtypes with the same levels in another order compare equal,
+        # and astype would keep the order of this chunk.
+        return col.cat.set_categories(list(spec.levels))
     levels = pyarrow.array(list(spec.levels), type=pyarrow.large_string())
     try:
         text = pyarrow.array(col, type=pyarrow.large_string(), from_pandas=True)

@@ -164,9 +164,13 @@ class RiskModel:
         """Per-feature contributions to the margin (TreeSHAP or exact linear terms)."""
         return contributions_for(self, valid, design)
 
-    def score(self, valid: pd.DataFrame, drivers: bool = True) -> pd.DataFrame:
-        """The score table (contract section 5) for validated rows, in their order."""
-        design = self.design(valid)
+    def score(self, valid: pd.DataFrame, drivers: bool = True,
+              design: pd.DataFrame | None = None) -> pd.DataFrame:
+        """The score table (contract section 5) for validated rows, in their order.
+
+        ``design``: ``self.design(valid)``, when already computed.
+        """
+        design = self.design(valid) if design is None else design
         # Risk always comes from the model's own margin: summed float32 contributions can
         # differ from it in the 7th digit, and a patient's risk must not depend on drivers.
         margin = self.margin(valid, design)

@@ -13,9 +13,9 @@ import queue
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +54,8 @@ CONTRACT_COLUMNS = frozenset(BASELINE_NAMES) | frozenset(OUTCOME_NAMES)
 # The words contract.validate uses for a repeated patient_id.
 UNIQUE_WORDS = "must be unique in the table"
 SCORE_TYPES = {name: pa.float64() if name == "risk" else pa.string() for name in SCORE_COLUMNS}
+# Score columns whose values are (nearly) all distinct: no Parquet dictionary.
+DISTINCT_SCORE_COLUMNS = ("patient_id", "risk", "top_drivers")
 
 
 class ModelError(CrsriskError):
@@ -193,6 +195,7 @@ class _Prepared:
     warnings: tuple[str, ...]
     n_read: int
     carried: pd.DataFrame | None  # the extra columns of the valid rows
+    design: pd.DataFrame | None = None  # the model matrix of the valid rows, when asked for
     id_hashes: np.ndarray | None = None  # uint64 per row, of the patient_id as validated
     id_present: np.ndarray | None = None  # False where the patient_id is missing
 
@@ -204,10 +207,12 @@ def _prepare(
     mapping: SiteMapping | None,
     repeated: np.ndarray | None = None,
     hash_ids: bool = False,
+    model: RiskModel | None = None,
 ) -> _Prepared:
     """Map and validate one chunk whose first row is row ``row_offset`` of the file.
 
     ``repeated``: 0-based file rows whose patient_id also occurs in another chunk.
+    ``model``: also build its model matrix of the valid rows (pandas work, like validation).
     """
     problems = None
     if mapping is not None:
@@ -230,17 +235,22 @@ def _prepare(
     if extras:
         carried = raw[extras].take(valid.index.to_numpy() - row_offset).set_axis(valid.index)
     prepared = _Prepared(valid, rejected, result.warnings, len(raw), carried)
+    if model is not None and len(valid):
+        prepared.design = model.design(valid)
     if hash_ids:
         ids = stripped_text(raw["patient_id"])
         prepared.id_present = ids.notna().to_numpy()
-        prepared.id_hashes = pd.util.hash_pandas_object(ids, index=False).to_numpy()
+        # categorize=False: ids are (nearly) all distinct, so factorizing first only costs time.
+        prepared.id_hashes = pd.util.hash_pandas_object(ids, index=False,
+                                                        categorize=False).to_numpy()
     return prepared
 
 
 def _scores(prepared: _Prepared, model: RiskModel, drivers: bool) -> pd.DataFrame:
     """The score table of a prepared chunk, extra columns last: the model's half."""
     valid = prepared.valid
-    scores = model.score(valid, drivers=drivers) if len(valid) else _no_scores()
+    scores = (model.score(valid, drivers=drivers, design=prepared.design) if len(valid)
+              else _no_scores())
     if prepared.carried is not None:
         scores = pd.concat([scores, prepared.carried], axis=1)
     return scores.reset_index(drop=True)
@@ -517,36 +527,56 @@ class _Run:
         """One pass over the input; raises _RepeatedIds (writing nothing) on a first pass that
         finds patient_ids repeated across chunks.
 
-        Three threads overlap: one reads chunk k+2 (Arrow parses without the GIL), this one
-        validates chunk k+1 (pandas, pandera), and one scores and writes chunk k (XGBoost
-        predicts without the GIL). At most three chunks are in memory.
+        Four threads overlap, so that the booster always has a chunk ready: one reads (Arrow
+        parses without the GIL), this one validates and builds the model matrix (pandas,
+        pandera), one predicts (XGBoost, without the GIL) and one writes (Arrow encodes
+        without the GIL). At most two chunks wait for each of the last two.
         """
         summary = ScoreSummary(model=f"{self.model.name} v{self.model.version}")
         ids = _RepeatTracker()
         label = "scoring" if repeated is None else "scoring again (repeated patient_ids)"
         try:
-            with TableWriter(self.out, schema=self._score_schema()) as scores_out:
+            with TableWriter(self.out, schema=self._score_schema(),
+                             plain=DISTINCT_SCORE_COLUMNS) as scores_out:
                 with TableWriter(self.rejected_path) as rejected_out, tqdm(
                     desc=label, total=_row_count(self.input_path), unit=" rows",
                     disable=not self.show, file=sys.stderr, mininterval=0.5,
                     dynamic_ncols=True,
-                ) as bar, ThreadPoolExecutor(1, thread_name_prefix="crsrisk-score") as scorer:
+                ) as bar, ThreadPoolExecutor(1, thread_name_prefix="crsrisk-score") as scorer, \
+                        ThreadPoolExecutor(1, thread_name_prefix="crsrisk-write") as writer:
                     rejected_out.write(empty_rejected())
-                    offset, pending = 0, None
+                    scoring: deque[Future] = deque()
+                    writing: deque[Future] = deque()
+
+                    def hand_over() -> None:
+                        """Count the oldest scored chunk and queue its writing."""
+                        prepared, scores = scoring.popleft().result()
+                        summary.add(scores["risk_tier"].value_counts(), prepared.rejected,
+                                    prepared.warnings, n_read=prepared.n_read)
+                        bar.update(prepared.n_read)
+                        writing.append(writer.submit(self._write, scores, prepared.rejected,
+                                                     scores_out, rejected_out))
+                        if len(writing) > 2:
+                            writing.popleft().result()
+
+                    offset = 0
                     for raw in _prefetch(iter_table(self.input_path, self.chunk_size)):
                         here = None
                         if repeated is not None:
                             lo, hi = np.searchsorted(repeated, [offset, offset + len(raw)])
                             here = repeated[lo:hi]
                         prepared = _prepare(raw, row_offset=offset, mapping=self.mapping,
-                                            repeated=here, hash_ids=repeated is None)
+                                            repeated=here, hash_ids=repeated is None,
+                                            model=self.model)
                         ids.add(offset, prepared)
                         offset += len(raw)
-                        if pending is not None:
-                            self._count(summary, bar, *pending.result())
-                        pending = scorer.submit(self._write, prepared, scores_out, rejected_out)
-                    if pending is not None:
-                        self._count(summary, bar, *pending.result())
+                        scoring.append(scorer.submit(self._score, prepared))
+                        if len(scoring) > 2:
+                            hand_over()
+                    while scoring:
+                        hand_over()
+                    while writing:
+                        writing.popleft().result()
                     if repeated is None:
                         across = ids.repeated_across_chunks()
                         if across.size:
@@ -558,19 +588,16 @@ class _Run:
             pass
         return summary
 
-    def _write(self, prepared: _Prepared, scores_out: TableWriter,
-               rejected_out: TableWriter) -> tuple[_Prepared, pd.Series]:
-        scores = _scores(prepared, self.model, self.drivers)
-        if len(scores):
-            scores_out.write(scores)
-        if len(prepared.rejected):
-            rejected_out.write(prepared.rejected)
-        return prepared, scores["risk_tier"].value_counts()
+    def _score(self, prepared: _Prepared) -> tuple[_Prepared, pd.DataFrame]:
+        return prepared, _scores(prepared, self.model, self.drivers)
 
     @staticmethod
-    def _count(summary: ScoreSummary, bar: tqdm, prepared: _Prepared, tiers: pd.Series) -> None:
-        summary.add(tiers, prepared.rejected, prepared.warnings, n_read=prepared.n_read)
-        bar.update(prepared.n_read)
+    def _write(scores: pd.DataFrame, rejected: pd.DataFrame, scores_out: TableWriter,
+               rejected_out: TableWriter) -> None:
+        if len(scores):
+            scores_out.write(scores)
+        if len(rejected):
+            rejected_out.write(rejected)
 
     def _score_schema(self) -> pa.Schema | None:
         """The score file's Parquet schema: fixed score columns, extras typed as in the input.

@@ -8,7 +8,7 @@ import glob
 import gzip
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -310,8 +310,13 @@ def write_table(df: pd.DataFrame, path: str | Path) -> None:
 class TableWriter:
     """Append chunks to one CSV or Parquet file, made visible atomically on a clean close."""
 
-    def __init__(self, path: str | Path, schema: pa.Schema | None = None) -> None:
-        """``schema``: the Parquet schema of every chunk (default: the first chunk's)."""
+    def __init__(self, path: str | Path, schema: pa.Schema | None = None,
+                 plain: Sequence[str] = ()) -> None:
+        """``schema``: the Parquet schema of every chunk (default: the first chunk's).
+
+        ``plain``: Parquet columns of (nearly) all-distinct values, written without the
+        dictionary that Arrow would otherwise build for them and then abandon.
+        """
         self.path = Path(path)
         self.format = table_format(self.path)
         self._atomic = atomic_path(self.path)
@@ -319,6 +324,7 @@ class TableWriter:
         self._parquet: pq.ParquetWriter | None = None
         self._schema: pa.Schema | None = schema
         self._wrote_header = False
+        self._plain = frozenset(plain)
 
     def __enter__(self) -> TableWriter:
         self._tmp = self._atomic.__enter__()
@@ -339,7 +345,8 @@ class TableWriter:
         table = pa.Table.from_pandas(df, preserve_index=False, schema=self._schema)
         if self._parquet is None:
             self._schema = table.schema
-            self._parquet = pq.ParquetWriter(self._tmp, self._schema)
+            dictionary = [n for n in self._schema.names if n not in self._plain]
+            self._parquet = pq.ParquetWriter(self._tmp, self._schema, use_dictionary=dictionary)
         self._parquet.write_table(table)
 
     def __exit__(self, exc_type, exc, tb) -> bool | None:
