@@ -26,7 +26,7 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 PLAIN_NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
 # The cells pd.read_csv reads as missing.
-_NA_WORDS = pa.array(sorted(STR_NA_VALUES), pa.string())
+_NA_WORDS = pa.array(sorted(STR_NA_VALUES), pa.large_string())
 
 
 def table_format(path: str | Path) -> str:
@@ -147,7 +147,8 @@ def _iter_csv_arrow(path: Path, chunk_size: int | None) -> Iterator[pd.DataFrame
         "read_options": pacsv.ReadOptions(column_names=names, skip_rows=1),
         "parse_options": pacsv.ParseOptions(newlines_in_values=True),
         "convert_options": pacsv.ConvertOptions(
-            column_types=dict.fromkeys(names, pa.string()),
+            # large_string is what pandas' str dtype holds: no conversion per chunk.
+            column_types=dict.fromkeys(names, pa.large_string()),
             null_values=sorted(STR_NA_VALUES),
             strings_can_be_null=True,
         ),
@@ -174,7 +175,7 @@ def _iter_csv_arrow(path: Path, chunk_size: int | None) -> Iterator[pd.DataFrame
 
 
 def _text_schema(names: list[str]) -> pa.Schema:
-    return pa.schema([(name, pa.string()) for name in names])
+    return pa.schema([(name, pa.large_string()) for name in names])
 
 
 def _like_pandas(table: pa.Table, start: int) -> pd.DataFrame:
@@ -187,7 +188,7 @@ def _like_pandas(table: pa.Table, start: int) -> pd.DataFrame:
             if pc.any(pc.and_(spaced, pc.starts_with(trimmed, '"'))).as_py():
                 raise _ArrowDeclined  # pandas unquotes a quoted cell after spaces
             is_na = pc.is_in(trimmed, value_set=_NA_WORDS)
-            column = pc.if_else(is_na, pa.scalar(None, pa.string()), trimmed)
+            column = pc.if_else(is_na, pa.scalar(None, pa.large_string()), trimmed)
         columns[name] = column
     frame = pa.table(columns).to_pandas() if columns else pd.DataFrame()
     frame.index = pd.RangeIndex(start, start + table.num_rows)
