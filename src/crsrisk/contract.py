@@ -247,33 +247,26 @@ def stripped_text(col: pd.Series) -> pd.Series:
     return text.where(text.ne(""))
 
 
-def _to_float(text: pd.Series) -> np.ndarray:
-    """Stripped text to float64, NaN where it is not a number.
+def _arrow_float(text: pyarrow.Array) -> np.ndarray | None:
+    """Arrow text that is all plain numbers as float64 (missing as NaN); None if any cell is
+    not one (spaces, words): Arrow then refuses the whole column.
 
     Arrow's parser reads a column of clean numbers about ten times faster than
-    ``pd.to_numeric``; a column with any other text falls back to ``pd.to_numeric``.
+    ``pd.to_numeric``.
     """
     try:
-        parsed = pc.cast(pyarrow.array(text, type=pyarrow.large_string()), pyarrow.float64())
+        parsed = pc.cast(text, pyarrow.float64())
     except (pyarrow.ArrowInvalid, pyarrow.ArrowTypeError, pyarrow.ArrowNotImplementedError):
-        return pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-    return parsed.to_numpy(zero_copy_only=False).astype("float64", copy=False)
-
-
-def _clean_float(col: pd.Series) -> np.ndarray | None:
-    """Arrow text that is all plain numbers (no spaces, no words) as float64; else None.
-
-    The common case, parsed without trimming first: a cell with spaces or anything else that
-    is not a number makes Arrow refuse the whole column, which then takes the general path.
-    """
-    arrow = _arrow_text(col)
-    if arrow is None:
-        return None
-    try:
-        parsed = pc.cast(arrow, pyarrow.float64())
-    except (pyarrow.ArrowInvalid, pyarrow.ArrowNotImplementedError):
         return None
     return parsed.to_numpy(zero_copy_only=False)
+
+
+def _to_float(text: pd.Series) -> np.ndarray:
+    """Stripped text to float64, NaN where it is not a number."""
+    parsed = _arrow_float(pyarrow.array(text, type=pyarrow.large_string()))
+    if parsed is None:
+        return pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    return parsed
 
 
 def _parse_number(col: pd.Series, spec: ColumnSpec, problems: _Problems) -> pd.Series:
@@ -283,7 +276,9 @@ def _parse_number(col: pd.Series, spec: ColumnSpec, problems: _Problems) -> pd.S
     if pd.api.types.is_numeric_dtype(col):
         number = col.to_numpy(dtype="float64", na_value=np.nan)
     else:
-        number = _clean_float(col)
+        # Plain numbers need no trimming first, the common case; the rest take the full path.
+        arrow = _arrow_text(col)
+        number = None if arrow is None else _arrow_float(arrow)
         if number is None:
             text = stripped_text(col)
             number, present = _to_float(text), text.notna().to_numpy()
@@ -311,12 +306,15 @@ def _parse_bool(col: pd.Series, spec: ColumnSpec, problems: _Problems) -> pd.Ser
         return col.astype("boolean")
     codes, distinct = pd.factorize(col)
     words = [str(value).strip().lower() for value in distinct]
-    # One extra slot at the end for code -1 (missing): neither true, false nor a problem.
-    true = np.array([w in TRUE_WORDS for w in words] + [False])[codes]
-    false = np.array([w in FALSE_WORDS for w in words] + [False])[codes]
-    unknown = np.array([w != "" and w not in TRUE_WORDS | FALSE_WORDS for w in words]
-                       + [False])[codes]
-    problems.add(unknown, spec.name, "must be true or false")
+
+    def per_row(flags: list[bool]) -> np.ndarray:
+        # An extra last slot, False, for code -1 (missing).
+        return np.array([*flags, False], dtype=bool)[codes]
+
+    true = per_row([w in TRUE_WORDS for w in words])
+    false = per_row([w in FALSE_WORDS for w in words])
+    given = per_row([w != "" for w in words])
+    problems.add(given & ~true & ~false, spec.name, "must be true or false")
     return pd.Series(pd.arrays.BooleanArray(true, ~(true | false)), index=col.index)
 
 
@@ -547,8 +545,10 @@ def _fill_costim(valid: pd.DataFrame) -> pd.DataFrame:
 
 
 def _as_categorical(col: pd.Series, spec: ColumnSpec) -> pd.Series:
-    """``col.astype(categorical_dtype(spec))`` (text outside the levels becomes missing), by
-    Arrow's hash lookup: several times faster than pandas' on text columns."""
+    """``col`` with the fixed levels of ``spec``, in their order (anything else missing).
+
+    Text goes by Arrow's hash lookup, several times faster than pandas' astype on text.
+    """
     if isinstance(col.dtype, pd.CategoricalDtype):
         # Not astype: unordered dtypes with the same levels in another order compare equal,
         # and astype would keep the order of this chunk.

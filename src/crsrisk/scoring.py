@@ -50,6 +50,9 @@ __all__ = [
 
 DEFAULT_MODEL = "models:/crs-severe@champion"
 DEFAULT_CHUNK_SIZE = 50_000
+# Chunks that may wait for the booster, and for the writer: enough that neither waits for the
+# validation of the next chunk, few enough that memory stays a handful of chunks.
+QUEUED_CHUNKS = 2
 CONTRACT_COLUMNS = frozenset(BASELINE_NAMES) | frozenset(OUTCOME_NAMES)
 # The words contract.validate uses for a repeated patient_id.
 UNIQUE_WORDS = "must be unique in the table"
@@ -414,7 +417,8 @@ def score_file(
 ) -> ScoreSummary:
     """Stream ``input_path`` in chunks into ``out`` (scores) and ``rejected_path``.
 
-    Memory stays flat in the input length: one chunk is held at a time, plus 9 bytes per row
+    Memory stays flat in the input length: a few chunks are held at a time (see
+    ``_Run.stream``), plus 9 bytes per row
     to find patient_ids repeated across chunks. Should any repeat, the file is scored a
     second time so that every row carrying them is rejected, exactly as with one big chunk.
 
@@ -530,7 +534,7 @@ class _Run:
         Four threads overlap, so that the booster always has a chunk ready: one reads (Arrow
         parses without the GIL), this one validates and builds the model matrix (pandas,
         pandera), one predicts (XGBoost, without the GIL) and one writes (Arrow encodes
-        without the GIL). At most two chunks wait for each of the last two.
+        without the GIL). At most QUEUED_CHUNKS chunks wait for each of the last two.
         """
         summary = ScoreSummary(model=f"{self.model.name} v{self.model.version}")
         ids = _RepeatTracker()
@@ -556,7 +560,7 @@ class _Run:
                         bar.update(prepared.n_read)
                         writing.append(writer.submit(self._write, scores, prepared.rejected,
                                                      scores_out, rejected_out))
-                        if len(writing) > 2:
+                        if len(writing) > QUEUED_CHUNKS:
                             writing.popleft().result()
 
                     offset = 0
@@ -571,7 +575,7 @@ class _Run:
                         ids.add(offset, prepared)
                         offset += len(raw)
                         scoring.append(scorer.submit(self._score, prepared))
-                        if len(scoring) > 2:
+                        if len(scoring) > QUEUED_CHUNKS:
                             hand_over()
                     while scoring:
                         hand_over()
