@@ -15,7 +15,9 @@ simulated and written as Parquet and CSV. Then, on the same N rows:
   from Parquet and from CSV, without and with drivers, writing Parquet.
 
 A ratio is bare time / our time (1.0 would mean reading, validating and writing were free).
-Targets: >= 0.5 without drivers, >= 0.7 with. Last, the peak resident memory of a
+Each of our runs is paired with a bare run just before it (the machine's speed drifts), and the
+summary gives the median ratio over the pairs with their range. Targets: >= 0.5 without
+drivers, >= 0.7 with. Last, the peak resident memory of a
 ``crsrisk score`` subprocess on 1M and 4M rows (its own VmHWM, Linux): it should not grow with
 the input.
 """
@@ -26,16 +28,17 @@ import argparse
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import xgboost as xgb
 
-from _common import best_of
 from crsrisk.config import load_train_config
 from crsrisk.contract import validate
 from crsrisk.grading import resolve_labels
@@ -47,8 +50,6 @@ from crsrisk.tracking import log_and_register
 from crsrisk.train import train_models
 
 TARGETS = {False: 0.5, True: 0.7}
-
-
 
 
 def train_and_register(folder: Path, n_train: int) -> str:
@@ -84,17 +85,20 @@ def write_cohort(path: Path, n: int, block: int = 1_000_000) -> None:
             writer.write(baseline)
 
 
-def bare_booster(model, design: pd.DataFrame, repeats: int,
-                 modes: list[bool]) -> dict[bool, float]:
-    """Seconds of the bare booster on the model matrix, for each mode asked: without drivers
-    (predict_proba) and with (TreeSHAP ``pred_contribs``, once: it is the slow one)."""
+def bare_booster(model, design: pd.DataFrame, drivers: bool) -> Callable[[], object]:
+    """The bare booster on the ready-made model matrix: predict_proba without drivers,
+    TreeSHAP ``pred_contribs`` with."""
+    if not drivers:
+        return lambda: model.estimator.predict_proba(design)
     booster = model.estimator.get_booster()
-    runs = {
-        False: lambda: best_of(repeats, lambda: model.estimator.predict_proba(design))[0],
-        True: lambda: best_of(1, lambda: booster.predict(
-            xgb.DMatrix(design, enable_categorical=True), pred_contribs=True))[0],
-    }
-    return {drivers: runs[drivers]() for drivers in modes}
+    return lambda: booster.predict(xgb.DMatrix(design, enable_categorical=True),
+                                   pred_contribs=True)
+
+
+def seconds(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 # The child reports its own high-water mark: rusage's ru_maxrss of a child cannot be used,
@@ -142,28 +146,36 @@ def throughput(args: argparse.Namespace, model, folder: Path, parquet: Path, csv
           f"setup {time.perf_counter() - started:.0f} s")
 
     modes = {"on": [True], "off": [False], "both": [False, True]}[args.drivers]
-    bare = bare_booster(model, design, args.repeats, modes)
-    del design
-    names = {False: "bare predict_proba (reference)",
-             True: "bare pred_contribs, TreeSHAP (reference)"}
-    rows = [(names[drivers], bare[drivers], None) for drivers in modes]
     inputs = [("Parquet", parquet)] + ([] if args.no_csv else [("CSV", csv)])
     out = folder / "scores.parquet"
+    # This small VM's speed drifts by about 20 % over minutes, so each of our runs is paired
+    # with a bare run just before it and the ratio is taken per pair; the summary is the
+    # median pair with the range of all pairs.
+    print(f"{'pair':<44}{'bare s':>8}{'ours s':>8}{'rows/s':>11}{'ratio':>7}")
+    ratios: dict[tuple[bool, str], list[float]] = {}
     for drivers in modes:
-        for name, path in inputs:
-            def run(path: Path = path, drivers: bool = drivers) -> None:
-                score_file(path, out, model=model, drivers=drivers,
-                           chunk_size=args.chunk_size, progress=False)
-            seconds, _ = best_of(args.repeats if not drivers else 1, run)
-            label = f"score_file {name} -> Parquet, {'with' if drivers else 'no'} drivers"
-            rows.append((label, seconds, bare[drivers] / seconds))
+        bare = bare_booster(model, design, drivers)
+        rounds = args.driver_rounds if drivers else args.rounds
+        for number in range(1, rounds + 1):
+            for name, path in inputs:
+                def ours(path: Path = path, drivers: bool = drivers) -> None:
+                    score_file(path, out, model=model, drivers=drivers,
+                               chunk_size=args.chunk_size, progress=False)
+                reference, taken = seconds(bare), seconds(ours)
+                ratios.setdefault((drivers, name), []).append(reference / taken)
+                label = f"{name}, {'with' if drivers else 'no'} drivers, round {number}"
+                print(f"{label:<44}{reference:>8.2f}{taken:>8.2f}{args.n / taken:>11,.0f}"
+                      f"{reference / taken:>7.2f}", flush=True)
+    del design
 
-    print(f"{'':<50}{'seconds':>9}{'rows/s':>12}{'ratio':>8}{'target':>8}")
-    for label, seconds, ratio in rows:
-        drivers = "with drivers" in label
-        tail = "" if ratio is None else f"{ratio:>8.2f}{TARGETS[drivers]:>8.2f}"
-        print(f"{label:<50}{seconds:>9.2f}{args.n / seconds:>12,.0f}{tail}")
-    print("ratio = bare booster time / score_file time on the same rows")
+    print(f"\n{'score_file -> Parquet':<34}{'median ratio':>13}{'range':>14}{'target':>8}")
+    for (drivers, name), values in ratios.items():
+        label = f"{name}, {'with' if drivers else 'no'} drivers ({len(values)} pairs)"
+        spread = f"{min(values):.2f}-{max(values):.2f}"
+        print(f"{label:<34}{statistics.median(values):>13.2f}{spread:>14}"
+              f"{TARGETS[drivers]:>8.2f}")
+    print("ratio = bare booster seconds / score_file seconds on the same rows, run back to back "
+          "(bare: predict_proba without drivers, pred_contribs with)")
 
 
 def main() -> None:
@@ -171,7 +183,10 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1_000_000, help="patients to score")
     parser.add_argument("--train-n", type=int, default=3_000)
-    parser.add_argument("--repeats", type=int, default=2, help="best of, without drivers")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="pairs (bare, ours) per input without drivers")
+    parser.add_argument("--driver-rounds", type=int, default=1,
+                        help="pairs per input with drivers (TreeSHAP takes minutes)")
     parser.add_argument("--chunk-size", type=int, default=50_000)
     parser.add_argument("--skip-4m", action="store_true", help="no 4M-row memory run")
     parser.add_argument("--no-csv", action="store_true", help="Parquet input only")
