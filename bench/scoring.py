@@ -43,7 +43,7 @@ from crsrisk.config import load_train_config
 from crsrisk.contract import validate
 from crsrisk.grading import resolve_labels
 from crsrisk.registry import connect
-from crsrisk.scoring import load_model, score_file
+from crsrisk.scoring import DEFAULT_CHUNK_SIZE, load_model, score_file
 from crsrisk.simulate import simulate_cohort
 from crsrisk.tableio import TableWriter
 from crsrisk.tracking import log_and_register
@@ -187,7 +187,7 @@ def main() -> None:
                         help="pairs (bare, ours) per input without drivers")
     parser.add_argument("--driver-rounds", type=int, default=1,
                         help="pairs per input with drivers (TreeSHAP takes minutes)")
-    parser.add_argument("--chunk-size", type=int, default=50_000)
+    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE)
     parser.add_argument("--skip-4m", action="store_true", help="no 4M-row memory run")
     parser.add_argument("--no-csv", action="store_true", help="Parquet input only")
     parser.add_argument("--memory-only", action="store_true", help="only the peak-memory runs")

@@ -25,7 +25,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--n", type=int, default=100_000)
-    parser.add_argument("--chunk-size", type=int, default=50_000)
+    parser.add_argument("--chunk-size", type=int, default=50_000,
+                        help="smaller than --n, so that chunk boundaries are crossed")
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--bad-fraction", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=2)

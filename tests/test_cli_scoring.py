@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from crsrisk.cli import app
 from crsrisk.export import export_model
-from crsrisk.scoring import ScoreSummary
+from crsrisk.scoring import DEFAULT_CHUNK_SIZE, ScoreSummary
 from crsrisk.tableio import read_table
 from tests.conftest import baseline_frame
 
@@ -143,7 +143,7 @@ def test_spark_engine_dispatches_to_the_spark_backend(tmp_path, model_dir, monke
     assert result.exit_code == 0, result.output
     (input_path, out, kwargs), = calls
     assert kwargs["master"] == "local[4]" and kwargs["drivers"] is False
-    assert kwargs["model"] == str(model_dir) and kwargs["chunk_size"] == 50_000
+    assert kwargs["model"] == str(model_dir) and kwargs["chunk_size"] == DEFAULT_CHUNK_SIZE
 
 
 def test_sigkill_mid_run_leaves_no_partial_output(tmp_path, model_dir, trained):

@@ -61,7 +61,8 @@ def score(
         typer.Option(help="Where to write rejected rows [default: <out>.rejected.csv beside it]."),
     ] = None,
     drivers: Annotated[bool, typer.Option(help="Add SHAP drivers in words.")] = True,
-    chunk_size: Annotated[int, typer.Option(min=1, help="Rows per chunk.")] = 50_000,
+    # scoring.DEFAULT_CHUNK_SIZE, written out so that --help does not import the scoring stack.
+    chunk_size: Annotated[int, typer.Option(min=1, help="Rows per chunk.")] = 100_000,
     engine: Annotated[
         Engine, typer.Option(help="pandas (this machine) or spark (pip install crsrisk[spark]).")
     ] = Engine.pandas,

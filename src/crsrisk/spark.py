@@ -46,6 +46,7 @@ from crsrisk.contract import empty_rejected
 from crsrisk.errors import ContractError, CrsriskError
 from crsrisk.mapping import SiteMapping
 from crsrisk.riskmodel import SCORE_COLUMNS, RiskModel
+from crsrisk.scoring import DEFAULT_CHUNK_SIZE as SCORING_CHUNK_SIZE
 from crsrisk.scoring import (
     ScoreSummary,
     finish_summary,
@@ -70,7 +71,7 @@ __all__ = [
     "spark_session",
 ]
 
-DEFAULT_CHUNK_SIZE = 50_000  # the pandas engine's default (crsrisk score --chunk-size)
+DEFAULT_CHUNK_SIZE = SCORING_CHUNK_SIZE  # the same chunks as the pandas engine
 ROW_NUMBER = "_crsrisk_row"  # 1-based input row, added by number_rows
 _CHUNK, _KIND, _SEQ, _PID, _MID = "_crsrisk_chunk", "_crsrisk_kind", "_crsrisk_seq", "_p", "_m"
 _OVERFLOW = "_crsrisk_overflow"
