@@ -714,11 +714,14 @@ class _RepeatTracker:
         hashes = np.concatenate(self._hashes)
         rows = np.flatnonzero(np.concatenate(self._present))
         hashes = hashes[rows]
+        # Almost always no id repeats: a plain sort says so in half the time of the argsort,
+        # and this runs after the last chunk, when nothing else overlaps it.
+        ordered = np.sort(hashes)
+        if not (ordered[1:] == ordered[:-1]).any():
+            return np.array([], dtype=np.int64)
         order = np.argsort(hashes, kind="stable")
         ordered = hashes[order]
         same_next = ordered[1:] == ordered[:-1]
-        if not same_next.any():
-            return np.array([], dtype=np.int64)
         repeated = np.r_[same_next, False] | np.r_[False, same_next]
         candidates = rows[order[repeated]]
         chunk_of = np.searchsorted(np.asarray(self._starts), candidates, side="right") - 1
