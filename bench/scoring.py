@@ -39,6 +39,7 @@ from pathlib import Path
 import pandas as pd
 import xgboost as xgb
 
+from _common import best_of
 from crsrisk.config import load_train_config
 from crsrisk.contract import validate
 from crsrisk.grading import resolve_labels
@@ -93,12 +94,6 @@ def bare_booster(model, design: pd.DataFrame, drivers: bool) -> Callable[[], obj
     booster = model.estimator.get_booster()
     return lambda: booster.predict(xgb.DMatrix(design, enable_categorical=True),
                                    pred_contribs=True)
-
-
-def seconds(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 # The child reports its own high-water mark: rusage's ru_maxrss of a child cannot be used,
@@ -161,7 +156,7 @@ def throughput(args: argparse.Namespace, model, folder: Path, parquet: Path, csv
                 def ours(path: Path = path, drivers: bool = drivers) -> None:
                     score_file(path, out, model=model, drivers=drivers,
                                chunk_size=args.chunk_size, progress=False)
-                reference, taken = seconds(bare), seconds(ours)
+                reference, taken = best_of(1, bare)[0], best_of(1, ours)[0]
                 ratios.setdefault((drivers, name), []).append(reference / taken)
                 label = f"{name}, {'with' if drivers else 'no'} drivers, round {number}"
                 print(f"{label:<44}{reference:>8.2f}{taken:>8.2f}{args.n / taken:>11,.0f}"

@@ -49,9 +49,9 @@ __all__ = [
 ]
 
 DEFAULT_MODEL = "models:/crs-severe@champion"
-# Larger chunks amortise the per-call cost of validation (pandera runs a fixed set of checks per
-# column per call: 100,000-row chunks validate about 20 % faster per row than 50,000), while
-# memory stays a handful of chunks.
+# Part of validation's cost is per call, not per row (pandera's checks, column by column), so
+# 100,000-row chunks validate some 10-30 % faster per row than 50,000 (bench/validation.py
+# --n 50000 against --n 100000); memory stays a handful of chunks.
 DEFAULT_CHUNK_SIZE = 100_000
 # Chunks that may wait for the booster, and for the writer: enough that neither waits for the
 # validation of the next chunk, few enough that memory stays a handful of chunks.

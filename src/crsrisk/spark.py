@@ -46,8 +46,8 @@ from crsrisk.contract import empty_rejected
 from crsrisk.errors import ContractError, CrsriskError
 from crsrisk.mapping import SiteMapping
 from crsrisk.riskmodel import SCORE_COLUMNS, RiskModel
-from crsrisk.scoring import DEFAULT_CHUNK_SIZE as SCORING_CHUNK_SIZE
 from crsrisk.scoring import (
+    DEFAULT_CHUNK_SIZE,
     ScoreSummary,
     finish_summary,
     resolve_model_and_mapping,
@@ -71,7 +71,6 @@ __all__ = [
     "spark_session",
 ]
 
-DEFAULT_CHUNK_SIZE = SCORING_CHUNK_SIZE  # the same chunks as the pandas engine
 ROW_NUMBER = "_crsrisk_row"  # 1-based input row, added by number_rows
 _CHUNK, _KIND, _SEQ, _PID, _MID = "_crsrisk_chunk", "_crsrisk_kind", "_crsrisk_seq", "_p", "_m"
 _OVERFLOW = "_crsrisk_overflow"
