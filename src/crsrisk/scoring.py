@@ -50,7 +50,7 @@ __all__ = [
 
 DEFAULT_MODEL = "models:/crs-severe@champion"
 # Part of validation's cost is per call, not per row (pandera's checks, column by column), so
-# 100,000-row chunks validate some 10-30 % faster per row than 50,000 (bench/validation.py
+# 100,000-row chunks validate some 5-20 % faster per row than 50,000 (bench/validation.py
 # --n 50000 against --n 100000); memory stays a handful of chunks.
 DEFAULT_CHUNK_SIZE = 100_000
 # Chunks that may wait for the booster, and for the writer: enough that neither waits for the
