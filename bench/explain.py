@@ -17,12 +17,12 @@ import numpy as np
 import xgboost as xgb
 
 from _common import best_of
-from crsrisk.contract import validate
-from crsrisk.explain import _grouped, explain_global
-from crsrisk.grading import resolve_labels
-from crsrisk.riskmodel import Calibrator, RiskModel, Tiers
-from crsrisk.simulate import simulate_cohort
-from crsrisk.train import make_estimator, xgboost_trials
+from crsrisk.contract.grading import resolve_labels
+from crsrisk.contract.validate import validate
+from crsrisk.explain.drivers import _grouped, explain_global
+from crsrisk.modeling.riskmodel import Calibrator, RiskModel, Tiers
+from crsrisk.modeling.train import make_estimator, xgboost_trials
+from crsrisk.simulate.cohort import simulate_cohort
 
 
 def fitted_model(n_train: int, seed: int) -> RiskModel:

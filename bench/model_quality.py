@@ -19,11 +19,11 @@ import time
 from sklearn.metrics import roc_auc_score
 
 from crsrisk.config import load_train_config
-from crsrisk.contract import validate
-from crsrisk.evaluate import calibration_slope_intercept
-from crsrisk.grading import resolve_labels
-from crsrisk.simulate import simulate_cohort
-from crsrisk.train import train_models
+from crsrisk.contract.grading import resolve_labels
+from crsrisk.contract.validate import validate
+from crsrisk.evaluation.metrics import calibration_slope_intercept
+from crsrisk.modeling.train import train_models
+from crsrisk.simulate.cohort import simulate_cohort
 
 
 def main() -> None:

@@ -41,14 +41,15 @@ import xgboost as xgb
 
 from _common import best_of
 from crsrisk.config import load_train_config
-from crsrisk.contract import validate
-from crsrisk.grading import resolve_labels
-from crsrisk.registry import connect
-from crsrisk.scoring import DEFAULT_CHUNK_SIZE, load_model, score_file
-from crsrisk.simulate import simulate_cohort
-from crsrisk.tableio import TableWriter
-from crsrisk.tracking import log_and_register
-from crsrisk.train import train_models
+from crsrisk.contract.grading import resolve_labels
+from crsrisk.contract.validate import validate
+from crsrisk.io import TableWriter
+from crsrisk.mlops.loading import load_model
+from crsrisk.mlops.registry import connect
+from crsrisk.mlops.tracking import log_and_register
+from crsrisk.modeling.train import train_models
+from crsrisk.scoring.core import DEFAULT_CHUNK_SIZE, score_file
+from crsrisk.simulate.cohort import simulate_cohort
 
 TARGETS = {False: 0.5, True: 0.7}
 
@@ -106,7 +107,7 @@ def report():
         kib = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
     sys.stderr.write(f"\\nVmHWM_KiB {kib}\\n")
 atexit.register(report)
-from crsrisk.cli import app
+from crsrisk.cli.app import app
 app(prog_name="crsrisk")
 """
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from crsrisk.simulate import SEVERE_TARGET, load_simulation_config, simulate_cohort
+from crsrisk.simulate.cohort import SEVERE_TARGET, load_simulation_config, simulate_cohort
 
 ASTCT_HYPOTENSION = {"none": 0, "no_vasopressor": 1, "one_vasopressor": 2,
                      "multiple_vasopressors": 3}  # fmt: skip

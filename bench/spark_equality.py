@@ -32,8 +32,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2)
     args = parser.parse_args()
 
-    from crsrisk.scoring import load_model
-    from crsrisk.spark import spark_session
+    from crsrisk.mlops.loading import load_model
+    from crsrisk.scoring.spark import spark_session
 
     failed = False
     with tempfile.TemporaryDirectory(prefix="crsrisk-spark-equality-") as tmp:

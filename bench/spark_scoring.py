@@ -4,8 +4,9 @@
 
 Simulates N patients (with ~1 % invalid rows) into one Parquet file, trains and registers a
 small XGBoost model in a temporary tracking store, then scores the file with
-``crsrisk.scoring.score_file`` (pandas engine, one process) and
-``crsrisk.spark.score_file_spark`` (Spark, ``--master``), and prints rows/s for each and their
+``crsrisk.scoring.core.score_file`` (pandas engine, one process) and
+``crsrisk.scoring.spark.score_file_spark`` (Spark, ``--master``), and prints rows/s for each and
+their
 ratio. Both outputs are checked to be equal before any figure is printed.
 
 How the time splits is measured with separate passes over the same chunks:
@@ -49,12 +50,12 @@ def register_model(folder: Path) -> tuple[str, str]:
     import logging
 
     from crsrisk.config import load_train_config
-    from crsrisk.contract import validate
-    from crsrisk.grading import resolve_labels
-    from crsrisk.registry import connect
-    from crsrisk.simulate import simulate_cohort
-    from crsrisk.tracking import log_and_register
-    from crsrisk.train import train_models
+    from crsrisk.contract.grading import resolve_labels
+    from crsrisk.contract.validate import validate
+    from crsrisk.mlops.registry import connect
+    from crsrisk.mlops.tracking import log_and_register
+    from crsrisk.modeling.train import train_models
+    from crsrisk.simulate.cohort import simulate_cohort
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name, level in (
@@ -134,8 +135,8 @@ def simulate_file(
     path: Path, n: int, *, seed: int, bad_fraction: float, extra_column: bool = True
 ) -> None:
     """Write ``n`` simulated patients (outcome columns dropped) to a Parquet or CSV file."""
-    from crsrisk.columns import OUTCOME_NAMES
-    from crsrisk.simulate import simulate_cohort
+    from crsrisk.contract.spec import OUTCOME_NAMES
+    from crsrisk.simulate.cohort import simulate_cohort
 
     rng = np.random.default_rng(seed)
     text = str(path).endswith(".csv")
@@ -164,7 +165,7 @@ def compare(
     pandas_out: Path, spark_out: Path, pandas_rejected: Path, spark_rejected: Path
 ) -> dict[str, object]:
     """Row-for-row comparison of the two engines' score and rejected files."""
-    from crsrisk.tableio import read_table
+    from crsrisk.io import read_table
 
     a, b = pd.read_parquet(pandas_out), pd.read_parquet(spark_out)
     same_rows = len(a) == len(b) and a["patient_id"].tolist() == b["patient_id"].tolist()
@@ -211,8 +212,8 @@ def score_both(
 
     Returns the pandas engine's summary, each engine's seconds and their comparison.
     """
-    from crsrisk.scoring import score_file
-    from crsrisk.spark import score_file_spark
+    from crsrisk.scoring.core import score_file
+    from crsrisk.scoring.spark import score_file_spark
 
     p_out, p_rej = folder / f"pandas-{name}.parquet", folder / f"pandas-{name}.rejected.csv"
     s_out, s_rej = folder / f"spark-{name}.parquet", folder / f"spark-{name}.rejected.csv"
@@ -240,7 +241,7 @@ def equal(result: dict[str, object]) -> bool:
 
 
 def _validate_only(raw: pd.DataFrame, chunk: int, offset: int) -> pd.DataFrame:
-    from crsrisk.contract import validate
+    from crsrisk.contract.validate import validate
 
     result = validate(raw, with_outcome=False, row_offset=offset, allow_all_rejected=True)
     return pd.DataFrame({"n": [len(result.valid)]})
@@ -254,7 +255,7 @@ def spark_pass(spark, data: Path, function, chunk_size: int) -> float:
     """Seconds for one pass of ``function`` over the file's chunks (counting included)."""
     from pyspark.sql import functions as F
 
-    from crsrisk.spark import _map_chunks, number_rows, read_table_spark
+    from crsrisk.scoring.spark import _map_chunks, number_rows, read_table_spark
 
     start = time.perf_counter()
     with _sql_conf_utc(spark):
@@ -267,7 +268,7 @@ def spark_pass(spark, data: Path, function, chunk_size: int) -> float:
 
 
 def _sql_conf_utc(spark):
-    from crsrisk.spark import _sql_conf
+    from crsrisk.scoring.spark import _sql_conf
 
     return _sql_conf(spark, {"spark.sql.session.timeZone": "UTC"})
 
@@ -328,9 +329,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
 
-    from crsrisk.contract import validate
-    from crsrisk.scoring import load_model
-    from crsrisk.tableio import iter_table
+    from crsrisk.contract.validate import validate
+    from crsrisk.io import iter_table
+    from crsrisk.mlops.loading import load_model
 
     with tempfile.TemporaryDirectory(prefix="crsrisk-spark-bench-") as tmp:
         folder = Path(tmp)
@@ -354,7 +355,7 @@ def main() -> None:
             )
         pandas_validation = time.perf_counter() - mark
 
-        from crsrisk.spark import spark_session
+        from crsrisk.scoring.spark import spark_session
 
         mark = time.perf_counter()
         spark = spark_session(args.master)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import mlflow
 
-from crsrisk.simulate import simulate_cohort
+from crsrisk.simulate.cohort import simulate_cohort
 
 
 def main() -> None:

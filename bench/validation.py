@@ -17,8 +17,8 @@ import pandas as pd
 import pandera.pandas as pa
 
 from _common import as_text, best_of
-from crsrisk.contract import baseline_schema, validate
-from crsrisk.simulate import simulate_cohort
+from crsrisk.contract.validate import baseline_schema, validate
+from crsrisk.simulate.cohort import simulate_cohort
 
 
 def main() -> None:

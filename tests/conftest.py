@@ -112,12 +112,12 @@ class Trained:
     uri: str  # tracking URI (sqlite) to set as MLFLOW_TRACKING_URI
     folder: Path  # holds mlflow.db and mlartifacts/
     model_uri: str  # models:/crs-severe/1
-    cohort: object  # crsrisk.simulate.SimulatedCohort used for training
+    cohort: object  # crsrisk.simulate.cohort.SimulatedCohort used for training
     config: object
 
     def load(self):
         """A fresh RiskModel of the champion, loaded from its store."""
-        from crsrisk.scoring import load_model
+        from crsrisk.mlops.loading import load_model
 
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("MLFLOW_TRACKING_URI", self.uri)
@@ -127,12 +127,12 @@ class Trained:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory) -> Trained:
     """XGBoost trained on 2,000 simulated patients and registered as champion (version 1)."""
-    from crsrisk.contract import validate
-    from crsrisk.grading import resolve_labels
-    from crsrisk.registry import connect
-    from crsrisk.simulate import simulate_cohort
-    from crsrisk.tracking import log_and_register
-    from crsrisk.train import train_models
+    from crsrisk.contract.grading import resolve_labels
+    from crsrisk.contract.validate import validate
+    from crsrisk.mlops.registry import connect
+    from crsrisk.mlops.tracking import log_and_register
+    from crsrisk.modeling.train import train_models
+    from crsrisk.simulate.cohort import simulate_cohort
 
     folder = tmp_path_factory.mktemp("registry")
     config = fast_config(folder, candidates=("xgboost",))

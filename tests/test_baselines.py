@@ -8,7 +8,8 @@ import pytest
 from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-from crsrisk.baselines import (
+from crsrisk.contract.validate import validate
+from crsrisk.features.published import (
     LOG_SCORE_FLOOR,
     PUBLISHED_SCORES,
     ScoreComparator,
@@ -17,7 +18,6 @@ from crsrisk.baselines import (
     log2_score,
     m_easix,
 )
-from crsrisk.contract import validate
 from tests.conftest import baseline_frame
 from tests.test_features import synthetic_cohort
 

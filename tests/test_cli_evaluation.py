@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from crsrisk.cli import app
-from crsrisk.simulate import simulate_cohort
+from crsrisk.simulate.cohort import simulate_cohort
 
 runner = CliRunner()
 
@@ -89,7 +89,7 @@ def test_evaluate_prints_json_when_no_out_is_given(env):
 
 
 def test_evaluate_an_exported_model(env, tmp_path, monkeypatch):
-    from crsrisk.export import export_model
+    from crsrisk.mlops.export import export_model
 
     folder, client = env
     exported = tmp_path / "exported"
@@ -125,8 +125,8 @@ def test_unusable_input_exits_2_with_one_sentence(env, args, message):
 
 
 def test_recalibrate_registers_a_challenger_and_the_report_says_so(env, tmp_path):
-    from crsrisk.riskmodel import Recalibrated
-    from crsrisk.scoring import load_model
+    from crsrisk.mlops.loading import load_model
+    from crsrisk.modeling.riskmodel import Recalibrated
 
     folder, client = env
     result = run("recalibrate", "--data", "second.csv", "--site", "site B", "--folds", "3")

@@ -25,9 +25,9 @@ import pytest
 from typer.testing import CliRunner
 
 from crsrisk.cli import app
-from crsrisk.export import export_model
-from crsrisk.scoring import DEFAULT_CHUNK_SIZE, ScoreSummary
-from crsrisk.tableio import read_table
+from crsrisk.io import read_table
+from crsrisk.mlops.export import export_model
+from crsrisk.scoring.core import DEFAULT_CHUNK_SIZE, ScoreSummary
 from tests.conftest import baseline_frame
 
 runner = CliRunner()
@@ -135,7 +135,7 @@ def test_spark_engine_dispatches_to_the_spark_backend(tmp_path, model_dir, monke
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: object() if name == "pyspark" else real(name, *a))
-    monkeypatch.setitem(sys.modules, "crsrisk.spark",
+    monkeypatch.setitem(sys.modules, "crsrisk.scoring.spark",
                         types.SimpleNamespace(score_file_spark=score_file_spark))
     source = write(tmp_path, baseline_frame())
     result = run("score", source, "--out", tmp_path / "s.csv", "--model", model_dir,

@@ -21,7 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from crsrisk.cli import app
-from crsrisk.tableio import read_table
+from crsrisk.io import read_table
 from tests.conftest import baseline_frame
 
 runner = CliRunner()

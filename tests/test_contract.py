@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crsrisk.columns import BASELINE_NAMES, REJECTED_COLUMNS_DOC
-from crsrisk.contract import (
+from crsrisk.contract.spec import BASELINE_NAMES, REJECTED_COLUMNS_DOC
+from crsrisk.contract.validate import (
     REJECTED_COLUMNS,
     ContractRejection,
     baseline_schema,
@@ -44,8 +44,8 @@ def test_categories_keep_the_contract_order_whatever_order_the_rows_give():
     # Every level present, first seen in another order than the contract's: unordered
     # categorical dtypes with the same levels compare equal, so a cast could silently keep the
     # rows' order, and the codes the model reads would change meaning.
-    from crsrisk.columns import BASELINE_COLUMNS
-    from crsrisk.simulate import simulate_cohort
+    from crsrisk.contract.spec import BASELINE_COLUMNS
+    from crsrisk.simulate.cohort import simulate_cohort
 
     table = simulate_cohort(3000, seed=5).baseline
     table = table.sort_values("diagnosis", key=lambda s: s.astype(str), ascending=False)

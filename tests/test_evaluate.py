@@ -17,7 +17,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from crsrisk.evaluate import (
+from crsrisk.evaluation.metrics import (
     _bootstrap_replicates,
     _resample_blocks,
     age_band,

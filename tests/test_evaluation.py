@@ -10,19 +10,19 @@ import pandas as pd
 import pytest
 from scipy.special import expit, logit
 
-from crsrisk.contract import validate
-from crsrisk.evaluation import (
+from crsrisk.contract.grading import resolve_labels
+from crsrisk.contract.validate import validate
+from crsrisk.evaluation.recalibration import recalibrate
+from crsrisk.evaluation.validation import (
     SUBGROUP_COLUMNS,
     EvaluationError,
     data_description,
     evaluate_model,
     evaluation_payload,
-    find_version,
-    recalibrate,
 )
-from crsrisk.grading import resolve_labels
-from crsrisk.riskmodel import Calibrator, Recalibrated, RiskModel
-from crsrisk.simulate import simulate_cohort
+from crsrisk.mlops.evaluation_runs import find_version
+from crsrisk.modeling.riskmodel import Calibrator, Recalibrated, RiskModel
+from crsrisk.simulate.cohort import simulate_cohort
 
 
 @pytest.fixture(scope="module")

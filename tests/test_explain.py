@@ -11,8 +11,9 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import xgboost as xgb  # noqa: E402
 
-from crsrisk.contract import validate  # noqa: E402
-from crsrisk.explain import (  # noqa: E402
+from crsrisk.contract.grading import resolve_labels  # noqa: E402
+from crsrisk.contract.validate import validate  # noqa: E402
+from crsrisk.explain.drivers import (  # noqa: E402
     LINEAR_METHOD,
     TREE_METHOD,
     _grouped,
@@ -22,10 +23,9 @@ from crsrisk.explain import (  # noqa: E402
     explain_global,
     importance_figure,
 )
-from crsrisk.grading import resolve_labels  # noqa: E402
-from crsrisk.riskmodel import Calibrator, RiskModel, Tiers  # noqa: E402
-from crsrisk.simulate import simulate_cohort  # noqa: E402
-from crsrisk.train import make_estimator, xgboost_trials  # noqa: E402
+from crsrisk.modeling.riskmodel import Calibrator, RiskModel, Tiers  # noqa: E402
+from crsrisk.modeling.train import make_estimator, xgboost_trials  # noqa: E402
+from crsrisk.simulate.cohort import simulate_cohort  # noqa: E402
 
 BURDEN = {"tumour_burden", "spd_cm2", "marrow_blasts_pct", "marrow_plasma_cells_pct",
           "bulky_disease"}
@@ -127,7 +127,7 @@ def test_importance_labels_read_for_clinicians():
 
 
 def test_published_score_model_has_one_driver(cohort):
-    from crsrisk.baselines import ScoreComparator
+    from crsrisk.features.published import ScoreComparator
 
     y = np.r_[np.ones(100), np.zeros(len(cohort) - 100)].astype(int)
     model = RiskModel(kind="m_easix", features=None,

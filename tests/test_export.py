@@ -12,11 +12,12 @@ import pytest
 from typer.testing import CliRunner
 
 from crsrisk.cli import app
-from crsrisk.contract import validate
-from crsrisk.export import MANIFEST, ExportError, export_model, verify
-from crsrisk.model import to_wire
-from crsrisk.scoring import load_model, score
-from crsrisk.tableio import read_table
+from crsrisk.contract.validate import validate
+from crsrisk.io import read_table
+from crsrisk.mlops.export import MANIFEST, ExportError, export_model, verify
+from crsrisk.mlops.loading import load_model
+from crsrisk.mlops.pyfunc import to_wire
+from crsrisk.scoring.core import score
 from tests.conftest import baseline_frame
 
 runner = CliRunner()

@@ -11,9 +11,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import Pipeline
 
-from crsrisk.columns import BASELINE_NAMES
-from crsrisk.contract import validate
-from crsrisk.features import (
+from crsrisk.contract.products import PRODUCTS
+from crsrisk.contract.spec import BASELINE_NAMES
+from crsrisk.contract.validate import validate
+from crsrisk.features.builder import (
     BINARY_FEATURES,
     CATEGORICAL_FEATURES,
     CONTINUOUS_FEATURES,
@@ -22,14 +23,13 @@ from crsrisk.features import (
     feature_label,
     raw_value_column,
 )
-from crsrisk.products import PRODUCTS
 from tests.conftest import baseline_frame
 
 TREE_NAMES = [*CONTINUOUS_FEATURES, *BINARY_FEATURES, *CATEGORICAL_FEATURES]
 
 
 # ----------------------------------------------------------------------------------------------
-# A synthetic validated cohort (independent of crsrisk.simulate)
+# A synthetic validated cohort (independent of crsrisk.simulate.cohort)
 # ----------------------------------------------------------------------------------------------
 
 

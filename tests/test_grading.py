@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crsrisk.grading import (
+from crsrisk.contract.grading import (
     OTHER_SCALE_NOTES,
     LabelError,
     astct_grade,
     resolve_labels,
 )
-from crsrisk.products import GRADING_SCALES, HYPOTENSION_LEVELS, HYPOXIA_LEVELS
+from crsrisk.contract.products import GRADING_SCALES, HYPOTENSION_LEVELS, HYPOXIA_LEVELS
 
 
 def events(*rows: tuple, ids: list[str] | None = None) -> pd.DataFrame:

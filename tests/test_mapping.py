@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crsrisk.mapping import (
+from crsrisk.contract.mapping import (
     CONVERSIONS,
     PROBLEM_COLUMNS,
     MappedTable,

@@ -15,11 +15,11 @@ import pytest
 from PIL import Image
 
 from crsrisk.config import TrackingConfig
-from crsrisk.contract import validate
-from crsrisk.evaluation import data_description
-from crsrisk.grading import resolve_labels
-from crsrisk.report import SECTIONS, build_report, missingness_table, table_one, write_report
-from crsrisk.simulate import simulate_cohort
+from crsrisk.contract.grading import resolve_labels
+from crsrisk.contract.validate import validate
+from crsrisk.evaluation.validation import data_description
+from crsrisk.report.build import SECTIONS, build_report, missingness_table, table_one, write_report
+from crsrisk.simulate.cohort import simulate_cohort
 
 CHROMIUM = "/usr/bin/chromium"
 IMG_SRC = re.compile(r'<img src="([^"]*)"')
@@ -37,7 +37,7 @@ def cohort():
 def registry(trained):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", trained.uri)
-        from crsrisk.scoring import load_model
+        from crsrisk.mlops.loading import load_model
 
         yield load_model(trained.model_uri), TrackingConfig()
 
@@ -187,7 +187,7 @@ def test_a_broken_image_is_detected(tmp_path):
     """The in-page check is not vacuous: a corrupt image is counted as broken."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is missing: run scripts/ensure_chromium.sh")
-    from crsrisk.report import SELF_CHECK
+    from crsrisk.report.build import SELF_CHECK
 
     page = tmp_path / "broken.html"
     page.write_text('<!DOCTYPE html><html><body><img src="data:image/png;base64,AAAA">'

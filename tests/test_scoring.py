@@ -24,11 +24,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import crsrisk
-from crsrisk.columns import CONTRACT_VERSION
+from crsrisk.contract.spec import CONTRACT_VERSION
 from crsrisk.errors import ContractError
-from crsrisk.riskmodel import SCORE_COLUMNS, TIERS
-from crsrisk.scoring import ModelError, load_model, score, score_file, score_frame
-from crsrisk.tableio import read_table, write_table
+from crsrisk.io import read_table, write_table
+from crsrisk.mlops.loading import ModelError, load_model
+from crsrisk.modeling.riskmodel import SCORE_COLUMNS, TIERS
+from crsrisk.scoring.core import score, score_file, score_frame
 from tests.conftest import baseline_frame
 
 
@@ -81,7 +82,7 @@ def test_file_scores_equal_in_memory_scores(tmp_path, model, cohort_text, suffix
 
 def test_top_level_score_is_lazy_and_is_scoring_score():
     code = ("import sys, crsrisk; assert 'pandas' not in sys.modules; "
-            "from crsrisk.scoring import score; assert crsrisk.score is score")
+            "from crsrisk.scoring.core import score; assert crsrisk.score is score")
     subprocess.run([sys.executable, "-c", code], check=True)
     assert crsrisk.score is score
 
@@ -363,7 +364,7 @@ def test_model_errors_are_one_sentence(tmp_path, monkeypatch, model):
 
 def test_model_of_another_contract_version_is_refused(trained, monkeypatch, model):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained.uri)
-    monkeypatch.setattr("crsrisk.scoring.CONTRACT_VERSION", CONTRACT_VERSION + "0")
+    monkeypatch.setattr("crsrisk.mlops.loading.CONTRACT_VERSION", CONTRACT_VERSION + "0")
     with pytest.raises(ModelError, match="built for data contract version 1"):
         load_model(trained.model_uri)
 

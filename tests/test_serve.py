@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crsrisk.contract import validate
-from crsrisk.model import to_wire
-from crsrisk.scoring import load_model, score
+from crsrisk.contract.validate import validate
+from crsrisk.mlops.loading import load_model
+from crsrisk.mlops.pyfunc import to_wire
+from crsrisk.scoring.core import score
 
 STARTUP_S = 120
 

@@ -1,4 +1,4 @@
-"""Behaviour of the synthetic cohort simulator (crsrisk.simulate)."""
+"""Behaviour of the synthetic cohort simulator (crsrisk.simulate.cohort)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from crsrisk.columns import BASELINE_COLUMNS, BASELINE_NAMES, OUTCOME_COLUMNS
-from crsrisk.products import COSTIM_DOMAINS, PRODUCTS
-from crsrisk.simulate import (
+from crsrisk.contract.products import COSTIM_DOMAINS, PRODUCTS
+from crsrisk.contract.spec import BASELINE_COLUMNS, BASELINE_NAMES, OUTCOME_COLUMNS
+from crsrisk.simulate.cohort import (
     SEVERE_TARGET,
     SimulatedCohort,
     SimulationConfig,

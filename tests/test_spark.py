@@ -17,16 +17,16 @@ if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
         allow_module_level=True,
     )
 
-from crsrisk.columns import OUTCOME_NAMES  # noqa: E402
+from crsrisk.contract.spec import OUTCOME_NAMES  # noqa: E402
 from crsrisk.errors import ContractError  # noqa: E402
-from crsrisk.tableio import read_table  # noqa: E402
+from crsrisk.io import read_table  # noqa: E402
 
 CHUNK = 1_000  # small chunks, so that 3,000 rows cross chunk boundaries
 
 
 @pytest.fixture(scope="session")
 def spark():
-    from crsrisk.spark import spark_session
+    from crsrisk.scoring.spark import spark_session
 
     session = spark_session(
         "local[2]",
@@ -50,7 +50,7 @@ def risk_model(trained):
 @pytest.fixture(scope="module")
 def typed() -> pd.DataFrame:
     """3,000 simulated patients, typed, with an extra column and a few broken rows."""
-    from crsrisk.simulate import simulate_cohort
+    from crsrisk.simulate.cohort import simulate_cohort
 
     frame = simulate_cohort(3000, seed=5).baseline.drop(columns=list(OUTCOME_NAMES))
     frame["study_arm"] = np.where(np.arange(len(frame)) % 3, "A, open-label", "B")
@@ -106,8 +106,8 @@ def assert_same_rejected(pandas_rejected, spark_rejected) -> None:
 
 
 def both_engines(tmp_path, source, risk_model, out_ext: str, **options):
-    from crsrisk.scoring import score_file
-    from crsrisk.spark import score_file_spark
+    from crsrisk.scoring.core import score_file
+    from crsrisk.scoring.spark import score_file_spark
 
     paths = {
         e: (tmp_path / f"{e}.{out_ext}", tmp_path / f"{e}.rejected.csv")
@@ -178,8 +178,8 @@ def test_parquet_scores_and_rejected_rows_equal_the_pandas_engine(
 
 
 def test_score_spark_takes_a_spark_dataframe(spark, risk_model, text):
-    from crsrisk.scoring import score
-    from crsrisk.spark import score_spark
+    from crsrisk.scoring.core import score
+    from crsrisk.scoring.spark import score_spark
 
     sample = text.iloc[:400]
     frame = spark.createDataFrame(sample.astype(object).where(sample.notna(), None))
@@ -196,7 +196,7 @@ def test_score_spark_takes_a_spark_dataframe(spark, risk_model, text):
 
 
 def spark_score_without_drivers(source, out, risk_model):
-    from crsrisk.spark import score_file_spark
+    from crsrisk.scoring.spark import score_file_spark
 
     return score_file_spark(source, out, model=risk_model, rejected_path=None, drivers=False,
                             master="local[2]", mapping=None)

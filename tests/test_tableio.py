@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from crsrisk.errors import ContractError
-from crsrisk.tableio import TableWriter, iter_table, read_table, write_table
+from crsrisk.io import TableWriter, iter_table, read_table, write_table
 
 
 def test_csv_cells_are_read_as_text(tmp_path):

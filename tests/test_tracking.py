@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from crsrisk.cli import app
 from crsrisk.config import CONFIG_DIR
-from crsrisk.simulate import simulate_cohort
+from crsrisk.simulate.cohort import simulate_cohort
 from tests.conftest import fast_config
 
 runner = CliRunner()
@@ -109,8 +109,8 @@ def test_same_data_same_seed_same_metrics(client):
 
 
 def test_signature_round_trips_and_model_returns_the_score_table(client, workdir):
-    from crsrisk.contract import validate
-    from crsrisk.model import signature, to_wire
+    from crsrisk.contract.validate import validate
+    from crsrisk.mlops.pyfunc import signature, to_wire
 
     model = mlflow.pyfunc.load_model("models:/crs-severe@champion")
     assert model.metadata.signature == signature()
@@ -185,11 +185,11 @@ def _free_port() -> int:
 
 
 def test_training_against_a_real_mlflow_server(tmp_path, monkeypatch):
-    from crsrisk.contract import validate
-    from crsrisk.grading import resolve_labels
-    from crsrisk.registry import connect, list_versions
-    from crsrisk.tracking import log_and_register
-    from crsrisk.train import train_models
+    from crsrisk.contract.grading import resolve_labels
+    from crsrisk.contract.validate import validate
+    from crsrisk.mlops.registry import connect, list_versions
+    from crsrisk.mlops.tracking import log_and_register
+    from crsrisk.modeling.train import train_models
 
     port = _free_port()
     server = subprocess.Popen(

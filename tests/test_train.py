@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crsrisk.contract import validate
-from crsrisk.grading import resolve_labels
-from crsrisk.simulate import simulate_cohort
-from crsrisk.train import TrainingError, choose_tiers, train_models
+from crsrisk.contract.grading import resolve_labels
+from crsrisk.contract.validate import validate
+from crsrisk.modeling.train import TrainingError, choose_tiers, train_models
+from crsrisk.simulate.cohort import simulate_cohort
 from tests.conftest import fast_config
 
 
@@ -91,7 +91,7 @@ def test_temporal_split_tests_on_the_latest_dates(cohort, tmp_path):
 
 
 def test_grouped_cv_keeps_sites_apart(cohort, tmp_path):
-    from crsrisk.train import cv_folds
+    from crsrisk.modeling.train import cv_folds
 
     valid, severe = cohort
     config = fast_config(tmp_path)

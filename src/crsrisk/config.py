@@ -11,7 +11,26 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from crsrisk.errors import CrsriskError
 
+__all__ = [
+    "CONFIG_DIR",
+    "DEFAULT_MODEL_URI",
+    "CANDIDATES",
+    "ConfigError",
+    "SplitConfig",
+    "CVConfig",
+    "SearchConfig",
+    "TierConfig",
+    "PromotionConfig",
+    "TrackingConfig",
+    "PlanningAction",
+    "ScoreConfig",
+    "TrainConfig",
+    "load_score_config",
+    "load_train_config",
+]
+
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+DEFAULT_MODEL_URI = "models:/crs-severe@champion"  # the champion in the registry
 CANDIDATES = ("m_easix", "easix", "car_hematotox", "logistic", "xgboost")
 
 

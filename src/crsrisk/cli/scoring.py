@@ -1,0 +1,248 @@
+"""Commands for scoring: score, export, serve, stratify (registered on crsrisk.cli.app)."""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from crsrisk.cli.common import EXIT_REJECTED, MappingOption, app, say, user_errors
+from crsrisk.config import DEFAULT_MODEL_URI
+from crsrisk.errors import CrsriskError
+
+__all__ = ["ModelOption", "score", "export", "serve", "stratify"]
+
+ModelOption = Annotated[
+    str,
+    typer.Option("--model", help="Registered model URI or exported model directory."),
+]
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+class Engine(enum.StrEnum):
+    pandas = "pandas"
+    spark = "spark"
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C so that temporary files are removed."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM unwinds like Ctrl-C (outputs stay atomic, no temp files)."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@app.command()
+@user_errors
+def score(
+    input: Annotated[Path, typer.Argument(help="Baseline table, CSV or Parquet.")],
+    out: Annotated[Path, typer.Option(help="Where to write the score table.")],
+    model: ModelOption = DEFAULT_MODEL_URI,
+    mapping: MappingOption = None,
+    rejected: Annotated[
+        Path | None,
+        typer.Option(help="Where to write rejected rows [default: <out>.rejected.csv beside it]."),
+    ] = None,
+    drivers: Annotated[bool, typer.Option(help="Add SHAP drivers in words.")] = True,
+    # scoring.DEFAULT_CHUNK_SIZE, written out so that --help does not import the scoring stack.
+    chunk_size: Annotated[int, typer.Option(min=1, help="Rows per chunk.")] = 100_000,
+    engine: Annotated[
+        Engine, typer.Option(help="pandas (this machine) or spark (pip install crsrisk[spark]).")
+    ] = Engine.pandas,
+    master: Annotated[
+        str, typer.Option(help="Spark master URL for --engine spark.")
+    ] = "local[2]",
+    progress: Annotated[
+        bool | None,
+        typer.Option("--progress/--no-progress",
+                     help="Progress bar on stderr [default: when stderr is a terminal]."),
+    ] = None,
+) -> None:
+    """Per-patient risk, tier, drivers, planning. Exit 0 all scored, 1 rejected, 2 unusable."""
+    with _sigterm_as_interrupt():
+        if engine is Engine.spark:
+            summary = _score_on_spark(input, out, model=model, rejected=rejected,
+                                      drivers=drivers, master=master, mapping=mapping,
+                                      chunk_size=chunk_size)
+        else:
+            from crsrisk.scoring.core import score_file
+
+            summary = score_file(input, out, model=model, rejected_path=rejected,
+                                 drivers=drivers, chunk_size=chunk_size, mapping=mapping,
+                                 progress=progress)
+    for warning in summary.warnings:
+        say(f"warning: {warning}")
+    say(summary.line())
+    if summary.n_rejected:
+        from crsrisk.scoring.core import sibling_path
+
+        rejected_path = rejected or sibling_path(out, "rejected")
+        say(f"{summary.n_rejected:,} rows rejected: see {rejected_path}")
+        raise typer.Exit(EXIT_REJECTED)
+
+
+def _score_on_spark(input: Path, out: Path, *, model: str, rejected: Path | None,
+                    drivers: bool, master: str, mapping: Path | None, chunk_size: int):
+    import importlib.util
+
+    if importlib.util.find_spec("pyspark") is None:
+        raise CrsriskError(
+            "--engine spark needs pyspark, which is not installed: pip install 'crsrisk[spark]'."
+        )
+    from crsrisk.scoring.spark import score_file_spark
+
+    return score_file_spark(input, out, model=model, rejected_path=rejected, drivers=drivers,
+                            master=master, mapping=mapping, chunk_size=chunk_size)
+
+
+@app.command()
+@user_errors
+def export(
+    model: ModelOption = DEFAULT_MODEL_URI,
+    out: Annotated[Path, typer.Option(help="New folder, e.g. models/crs-severe-v3.")] = ...,
+) -> None:
+    """Copy a registered model into a self-contained folder with a checksum manifest."""
+    from crsrisk.mlops.export import export_model
+
+    manifest = export_model(model, out)
+    say(f"exported {manifest['model_name']} version {manifest['model_version']} to {out} "
+        f"({len(manifest['files'])} files, contract v{manifest['contract_version']}); it "
+        "scores with --model " + str(out) + " and no tracking store")
+
+
+@app.command()
+@user_errors
+def serve(
+    model: ModelOption = DEFAULT_MODEL_URI,
+    host: Annotated[str, typer.Option(help="Interface to bind; loopback unless told.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 5001,
+) -> None:
+    """REST scoring with mlflow's scoring server (POST /invocations, GET /ping).
+
+    Send the baseline table as JSON ({"dataframe_split": {...}}); a row breaking the data
+    contract is answered with HTTP 400 naming its column and rule.
+    """
+    import os
+    import sys
+
+    from crsrisk.mlops.export import looks_exported
+    from crsrisk.mlops.loading import load_model
+    from crsrisk.mlops.registry import resolve_tracking_uri
+
+    risk_model = load_model(model)  # fails here, in one sentence, rather than in the server
+    uri = str(Path(model).resolve()) if looks_exported(model) else model
+    env = {**os.environ, "MLFLOW_TRACKING_URI": resolve_tracking_uri()}
+    # mlflow starts `uvicorn` by name: find it beside this Python even in a venv not activated.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    if host not in LOOPBACK:
+        say(f"warning: serving on {host} without authentication: anyone who reaches this port "
+            "can send patient data; keep it behind an authenticating proxy.")
+    say(f"serving {risk_model.name} v{risk_model.version} ({model}) on "
+        f"http://{host}:{port}/invocations (Ctrl-C stops)")
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri,
+               "--host", host, "--port", str(port), "--env-manager", "local"]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Become the server: signals (Ctrl-C, SIGTERM) then reach it directly.
+    os.execve(sys.executable, command, env)
+
+
+@app.command()
+@user_errors
+def stratify(
+    input: Annotated[Path, typer.Argument(help="Baseline table of candidates.")],
+    out: Annotated[Path, typer.Option(help="Per-patient strata (CSV or Parquet).")],
+    model: ModelOption = DEFAULT_MODEL_URI,
+    mapping: MappingOption = None,
+    strata: Annotated[int | None, typer.Option(help="K quantile strata [default: 3].")] = None,
+    thresholds: Annotated[
+        str | None, typer.Option(help="Risk cut points, e.g. 0.03,0.12.")
+    ] = None,
+    randomize: Annotated[
+        str | None, typer.Option(help="Arms for stratified block randomisation, e.g. A,B.")
+    ] = None,
+    block_size: Annotated[int | None, typer.Option(help="Block size (multiple of arms).")] = None,
+    seed: Annotated[int, typer.Option(help="Randomisation seed.")] = 0,
+    summary: Annotated[
+        Path | None,
+        typer.Option(help="Where to write the per-stratum summary [default: <out>.summary.csv]."),
+    ] = None,
+    rejected: Annotated[
+        Path | None,
+        typer.Option(help="Where to write rejected rows [default: <out>.rejected.csv]."),
+    ] = None,
+) -> None:
+    """Enrolment strata by predicted risk, expected events per stratum, optional randomisation.
+
+    Exit 0 all stratified, 1 some rows rejected, 2 unusable input or model.
+    """
+    from crsrisk.io import read_table, table_format, write_table
+    from crsrisk.mlops.loading import load_model
+    from crsrisk.scoring.core import check_distinct_paths, sibling_path
+    from crsrisk.scoring.core import score as score_table
+    from crsrisk.stratify import stratify as make_strata
+
+    summary_path = summary or sibling_path(out, "summary")
+    rejected_path = rejected or sibling_path(out, "rejected")
+    for path in (out, summary_path, rejected_path):
+        table_format(path)
+    check_distinct_paths(input, out, rejected_path)
+    if len({out.resolve(), summary_path.resolve(), rejected_path.resolve()}) < 3:
+        raise CrsriskError("--out, --summary and --rejected must be three different files.")
+    if strata is None and thresholds is None:
+        strata = 3
+    cuts = None
+    if thresholds is not None:
+        try:
+            cuts = [float(t) for t in thresholds.split(",")]
+        except ValueError:
+            raise CrsriskError(
+                f"--thresholds {thresholds!r} must be numbers separated by commas, "
+                "e.g. 0.03,0.12."
+            ) from None
+    arms = [a.strip() for a in randomize.split(",")] if randomize else None
+    risk_model = load_model(model)
+    scores, rejected_rows = score_table(read_table(input), risk_model, drivers=False,
+                                        mapping=mapping)
+    n_rejected = int(rejected_rows["row_number"].nunique())
+    if scores.empty:
+        write_table(rejected_rows, rejected_path)
+        raise CrsriskError(
+            f"Every row of {input} was rejected, so nothing was stratified: the rejected rows "
+            f"are in {rejected_path}."
+        )
+    patients, table = make_strata(
+        scores[["patient_id", "risk", "risk_tier"]], n_strata=strata, thresholds=cuts,
+        arms=arms, block_size=block_size, seed=seed,
+    )
+    write_table(rejected_rows, rejected_path)
+    write_table(table, summary_path)
+    write_table(patients, out)
+    typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    say(f"model {risk_model.name} v{risk_model.version}; {len(patients):,} patients in "
+        f"{len(table)} strata written to {out}, summary to {summary_path}")
+    if n_rejected:
+        say(f"{n_rejected:,} rows rejected: see {rejected_path}")
+        raise typer.Exit(EXIT_REJECTED)
+

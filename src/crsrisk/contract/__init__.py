@@ -1,0 +1,1 @@
+"""The data contract: column specs, products, validation, site mappings, grading."""

@@ -1,0 +1,381 @@
+"""Site column mappings: a site's names, codes and units to those of the data contract.
+
+A mapping file (see configs/mapping.example.yaml) is applied to a raw table before contract
+validation: rename columns, recode values, convert units. Whatever it cannot fix is left for the
+validator to reject, so that every problem is reported with its row.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+import pydantic
+import yaml
+
+from crsrisk.contract.spec import BASELINE_COLUMNS, EVENT_COLUMNS, OUTCOME_COLUMNS
+from crsrisk.errors import CrsriskError
+
+__all__ = [
+    "CONVERSIONS",
+    "PROBLEM_COLUMNS",
+    "MappedTable",
+    "MappingError",
+    "SiteMapping",
+    "apply_mapping",
+    "load_mapping",
+]
+
+_SPECS = {c.name: c for c in (*BASELINE_COLUMNS, *OUTCOME_COLUMNS, *EVENT_COLUMNS)}
+CONTRACT_COLUMNS: tuple[str, ...] = tuple(_SPECS)
+PROBLEM_COLUMNS = ("row_number", "patient_id", "column", "check", "value")
+NEEDS_WEIGHT = "total cell dose needs weight_kg to convert to per kg"
+
+
+class Conversion(NamedTuple):
+    factor: float
+    per_weight: bool  # divide by weight_kg as well (total dose -> dose per kg)
+    why: str
+
+
+# (contract column, site unit) -> conversion to the contract unit. The contract's own units are
+# listed too (factor 1), so that a site may state its units explicitly.
+CONVERSIONS: dict[tuple[str, str], Conversion] = {
+    ("crp_mg_l", "mg/L"): Conversion(1.0, False, "contract unit"),
+    ("crp_mg_l", "mg/dL"): Conversion(10.0, False, "1 dL = 0.1 L, so mg/dL x 10 = mg/L"),
+    ("creatinine_mg_dl", "mg/dL"): Conversion(1.0, False, "contract unit"),
+    ("creatinine_mg_dl", "umol/L"): Conversion(
+        1 / 88.4, False, "creatinine 113.12 g/mol: 88.4 umol/L = 1 mg/dL"
+    ),
+    ("platelets_1e9_l", "1e9/L"): Conversion(1.0, False, "contract unit"),
+    ("platelets_1e9_l", "per_uL"): Conversion(1e-3, False, "1 /uL = 1e6 /L = 0.001 x 1e9/L"),
+    ("platelets_1e9_l", "1e3_per_uL"): Conversion(1.0, False, "1e3/uL = 1e9/L"),
+    ("hemoglobin_g_dl", "g/dL"): Conversion(1.0, False, "contract unit"),
+    ("hemoglobin_g_dl", "g/L"): Conversion(0.1, False, "1 L = 10 dL, so g/L / 10 = g/dL"),
+    ("hemoglobin_g_dl", "mmol/L"): Conversion(
+        1.611, False, "per haem monomer (16,114.5 g/mol): 1 mmol/L = 16.11 g/L = 1.611 g/dL"
+    ),
+    ("ferritin_ng_ml", "ng/mL"): Conversion(1.0, False, "contract unit"),
+    ("ferritin_ng_ml", "ug/L"): Conversion(1.0, False, "1 ug/L = 1 ng/mL"),
+    ("cell_dose_1e6_per_kg", "1e6_per_kg"): Conversion(1.0, False, "contract unit"),
+    ("cell_dose_1e6_per_kg", "total_1e6_cells"): Conversion(
+        1.0, True, "total dose in 1e6 cells / weight in kg"
+    ),
+    ("cell_dose_1e6_per_kg", "total_1e8_cells"): Conversion(
+        100.0, True, "1e8 cells = 100 x 1e6 cells, then / weight in kg"
+    ),
+    ("weight_kg", "kg"): Conversion(1.0, False, "contract unit"),
+    ("weight_kg", "lb"): Conversion(0.45359237, False, "1 lb = 0.45359237 kg exactly"),
+}
+
+
+class MappingError(CrsriskError, ValueError):
+    """The mapping file itself is unusable (one sentence: what and how to fix)."""
+
+
+class SiteMapping(pydantic.BaseModel, frozen=True):
+    """A site's mapping to the data contract.
+
+    Attributes
+    ----------
+    rename : dict of str to str
+        Source column -> contract column.
+    recode : dict of str to dict
+        Contract column -> {source value: contract value}; source values match case-insensitively
+        and ignoring surrounding spaces; a contract value of null recodes to missing.
+    units : dict of str to str
+        Contract column -> the unit the site's values are in (a unit of ``CONVERSIONS``).
+    """
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    rename: dict[str, str] = {}
+    recode: dict[str, dict[str, str | None]] = {}
+    units: dict[str, str] = {}
+
+    @pydantic.field_validator("rename", "recode", "units", mode="before")
+    @classmethod
+    def _empty_section(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+    @pydantic.model_validator(mode="after")
+    def _check(self) -> SiteMapping:
+        for section, targets in (
+            ("rename", self.rename.values()),
+            ("recode", self.recode),
+            ("units", self.units),
+        ):
+            for target in targets:
+                if target not in _SPECS:
+                    raise MappingError(
+                        f"{section} names {target!r}, which is not a contract column"
+                        f"{_nearest(target, CONTRACT_COLUMNS)}: use a column name of "
+                        "shared/data-contract.md"
+                    )
+        for target, n in Counter(self.rename.values()).items():
+            if n > 1:
+                sources = [s for s, t in self.rename.items() if t == target]
+                raise MappingError(
+                    f"rename maps {' and '.join(map(repr, sources))} both to {target!r}: keep "
+                    "one source column per contract column"
+                )
+        for column, codes in self.recode.items():
+            levels = _SPECS[column].levels
+            for source, value in codes.items():
+                if levels and value is not None and value not in levels:
+                    raise MappingError(
+                        f"recode of {column} maps {source!r} to {value!r}, which is not a level"
+                        f"{_nearest(value, levels)}: use one of {', '.join(levels)}"
+                    )
+            keys = [_norm(k) for k in codes]
+            clash = {k for k in keys if keys.count(k) > 1}
+            if clash and len({codes[k] for k in codes if _norm(k) in clash}) > 1:
+                raise MappingError(
+                    f"recode of {column} maps source values that differ only in case or spaces "
+                    f"({', '.join(map(repr, sorted(clash)))}) to different values: keep one"
+                )
+        for column, unit in self.units.items():
+            valid = [u for c, u in CONVERSIONS if c == column]
+            if not valid:
+                convertible = sorted({c for c, _ in CONVERSIONS})
+                raise MappingError(
+                    f"units names {column}, which has no unit conversion: give it in the "
+                    f"contract's unit, as units can convert only {', '.join(convertible)}"
+                )
+            if (column, unit) not in CONVERSIONS:
+                raise MappingError(
+                    f"unknown unit {unit!r} for {column}: use one of {', '.join(valid)}"
+                )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """The mapping as plain dicts, as in the YAML file."""
+        return self.model_dump()
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the mapping's canonical JSON (independent of key order)."""
+        canonical = json.dumps(
+            self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class MappedTable:
+    """A raw table mapped to the contract's names, codes and units.
+
+    Attributes
+    ----------
+    frame : pandas.DataFrame
+        The mapped table, still to be validated against the contract.
+    problems : pandas.DataFrame
+        Rejected-table rows (``row_number``, ``patient_id``, ``column``, ``check``, ``value``)
+        for cells the mapping could not convert and left missing.
+    """
+
+    frame: pd.DataFrame
+    problems: pd.DataFrame
+
+
+class _StringLoader(yaml.SafeLoader):
+    """YAML loader that reads every scalar except null as a string.
+
+    Plain YAML would turn codes such as ``yes``, ``no``, ``1`` or ``1.0`` into booleans and
+    numbers, which then never match the text cells of a CSV file.
+    """
+
+
+_StringLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag == "tag:yaml.org,2002:null"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def load_mapping(path: str | Path) -> SiteMapping:
+    """Read and check a site mapping file.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        YAML file with the sections ``rename``, ``recode`` and ``units``.
+
+    Returns
+    -------
+    SiteMapping
+
+    Raises
+    ------
+    MappingError
+        If the file is missing or not valid YAML, has an unknown section, maps to a column
+        that is not in the contract, names an unknown unit, or renames two columns to one.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MappingError(f"mapping file {path} does not exist: check the path")
+    try:
+        content = yaml.load(path.read_text(encoding="utf-8"), Loader=_StringLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid syntax"
+        raise MappingError(
+            f"mapping file {path} is not valid YAML{where} ({problem}): fix the syntax"
+        ) from exc
+    if not isinstance(content, dict):
+        raise MappingError(
+            f"mapping file {path} is not a YAML mapping: write the sections rename, recode "
+            "and units as keys at the top level"
+        )
+    try:
+        return SiteMapping.model_validate(content)
+    except pydantic.ValidationError as exc:
+        raise _mapping_error(exc, path) from exc
+
+
+def apply_mapping(df: pd.DataFrame, mapping: SiteMapping, *, row_offset: int = 0) -> MappedTable:
+    """Rename, recode and convert a raw table to the contract's names, codes and units.
+
+    Values not in a recode are kept, and values that are not numbers are not converted, so that
+    the contract validator rejects them by name. A total cell dose without a positive weight
+    cannot be converted: it becomes missing and is reported in ``problems``. Columns the
+    mapping does not name pass through untouched; the input frame is not modified.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Raw table, with cells as read from CSV (strings) or typed from Parquet.
+    mapping : SiteMapping
+    row_offset : int, default 0
+        Added to row numbers in ``problems`` (rows of ``df`` before this chunk of a file).
+
+    Returns
+    -------
+    MappedTable
+
+    Raises
+    ------
+    MappingError
+        If a rename gives a column the name of a column the table already has.
+    """
+    frame = df.rename(columns=mapping.rename)
+    duplicated = frame.columns[frame.columns.duplicated()].unique()
+    if len(duplicated):
+        raise MappingError(
+            f"renaming gives two columns the name {', '.join(map(repr, duplicated))}: drop the "
+            "rename or the table's own column of that name"
+        )
+    for column, codes in mapping.recode.items():
+        if column in frame.columns:
+            frame[column] = _recode(frame[column], codes)
+
+    problems = []
+    # Weight first: a total cell dose is divided by the weight in kg.
+    for column, unit in sorted(mapping.units.items(), key=lambda cu: CONVERSIONS[cu].per_weight):
+        if column not in frame.columns:
+            continue
+        conversion = CONVERSIONS[(column, unit)]
+        weight = None
+        if conversion.per_weight and "weight_kg" in frame.columns:
+            weight = _numbers(frame["weight_kg"])
+        original = frame[column]
+        frame[column], unconverted = _convert(original, conversion, weight)
+        if unconverted.any():
+            problems.append(_problems(frame, column, original, unconverted, row_offset))
+    return MappedTable(
+        frame=frame,
+        problems=pd.concat(problems, ignore_index=True) if problems else _EMPTY_PROBLEMS.copy(),
+    )
+
+
+def _recode(values: pd.Series, codes: dict[str, str | None]) -> pd.Series:
+    lookup = {_norm(k): v for k, v in codes.items()}
+    text = values.astype("str")
+    key = text.str.strip().str.casefold()
+    hit = key.isin(set(lookup)) & values.notna()
+    if not hit.any():
+        return values
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        values = text  # new values may not be categories
+    elif not pd.api.types.is_string_dtype(values.dtype):
+        values = values.astype(object)  # e.g. integer codes from Parquet
+    return values.where(~hit, key.map(lookup))
+
+
+def _numbers(values: pd.Series) -> pd.Series:
+    """Numeric values as float, NaN where missing or not a number."""
+    return pd.to_numeric(values, errors="coerce").astype("float64")
+
+
+def _convert(
+    values: pd.Series, conversion: Conversion, weight: pd.Series | None
+) -> tuple[pd.Series, pd.Series]:
+    """Converted column, and the mask of values that needed a weight and had none."""
+    numbers = _numbers(values)
+    converted = numbers * conversion.factor
+    unconverted = pd.Series(False, index=values.index)
+    if conversion.per_weight:
+        converted = converted / (weight.where(weight > 0) if weight is not None else np.nan)
+        unconverted = numbers.notna() & converted.isna()
+    if (values.notna() & numbers.isna()).any():
+        # Some values are not numbers: keep them as they are, for the validator to reject.
+        mixed = values.astype(object).where(numbers.isna(), converted)
+        return mixed.where(~unconverted, np.nan), unconverted
+    return converted, unconverted
+
+
+_EMPTY_PROBLEMS = pd.DataFrame(
+    {"row_number": pd.Series(dtype="int64")}
+    | {c: pd.Series(dtype="str") for c in PROBLEM_COLUMNS[1:]}
+)
+
+
+def _problems(
+    frame: pd.DataFrame, column: str, original: pd.Series, mask: pd.Series, row_offset: int
+) -> pd.DataFrame:
+    positions = np.flatnonzero(mask.to_numpy())
+    ids = frame["patient_id"] if "patient_id" in frame.columns else pd.Series(np.nan, frame.index)
+    return pd.DataFrame(
+        {
+            "row_number": positions + 1 + row_offset,
+            "patient_id": ids.iloc[positions].astype("str").to_numpy(),
+            "column": column,
+            "check": NEEDS_WEIGHT,
+            "value": original.iloc[positions].astype("str").to_numpy(),
+        }
+    ).astype({"row_number": "int64"} | {c: "str" for c in PROBLEM_COLUMNS[1:]})
+
+
+def _norm(code: str) -> str:
+    return str(code).strip().casefold()
+
+
+def _nearest(name: str, candidates: tuple[str, ...] | list[str]) -> str:
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+
+
+def _mapping_error(exc: pydantic.ValidationError, path: Path) -> MappingError:
+    """One-sentence MappingError from pydantic's first error."""
+    error = exc.errors()[0]
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, MappingError):
+        return MappingError(f"mapping file {path}: {cause}")
+    where = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "extra_forbidden":
+        sections = tuple(SiteMapping.model_fields)
+        return MappingError(
+            f"mapping file {path} has an unknown section {where!r}"
+            f"{_nearest(str(error['loc'][0]), sections)}: the sections are "
+            f"{', '.join(sections)}"
+        )
+    return MappingError(
+        f"mapping file {path} is malformed at {where or 'the top level'} ({error['msg']}): "
+        "see configs/mapping.example.yaml for the layout"
+    )

@@ -1,0 +1,1 @@
+"""Metrics (one implementation), internal and external validation, recalibration."""

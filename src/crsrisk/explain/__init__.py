@@ -1,0 +1,1 @@
+"""SHAP explanations: per-patient drivers and cohort-wide importance."""

@@ -1,0 +1,1 @@
+"""From validated contract rows to a model matrix: published scores and the FeatureBuilder."""

@@ -1,0 +1,1 @@
+"""MLflow: tracking runs, the model registry, the pyfunc model and offline export."""

@@ -1,0 +1,1 @@
+"""Candidates, calibration, the fitted RiskModel and the training procedure."""

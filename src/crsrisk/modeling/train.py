@@ -1,0 +1,379 @@
+"""Candidate models, cross-validation, a budgeted search, calibration, tiers and selection.
+
+Pure: a validated table and labels in, fitted RiskModels and their metrics out. MLflow logging
+and registration live in tracking.py; the command line only wires them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss, roc_auc_score
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
+from sklearn.pipeline import Pipeline
+
+from crsrisk.config import TrainConfig
+from crsrisk.errors import CrsriskError
+from crsrisk.evaluation.metrics import bootstrap_metrics, point_metrics
+from crsrisk.features.builder import FeatureBuilder
+from crsrisk.features.published import ScoreComparator
+from crsrisk.modeling.riskmodel import Calibrator, RiskModel, Tiers
+
+__all__ = [
+    "COMPARATORS",
+    "COMPARATOR_INPUTS",
+    "XGB_SPACE",
+    "MIN_EVENTS",
+    "TrainingError",
+    "CandidateResult",
+    "TrainingResult",
+    "check_training_table",
+    "split_train_test",
+    "cv_folds",
+    "xgboost_trials",
+    "make_estimator",
+    "search_space",
+    "oof_margin",
+    "choose_calibration",
+    "choose_tiers",
+    "fit_candidate",
+    "planning_texts",
+    "train_models",
+    "iter_metrics",
+]
+
+COMPARATORS = ("m_easix", "easix", "car_hematotox")
+# What each published score needs; if all of it is missing the comparator cannot be fitted.
+COMPARATOR_INPUTS = {
+    "m_easix": ("ldh_u_l", "crp_mg_l", "platelets_1e9_l"),
+    "easix": ("ldh_u_l", "creatinine_mg_dl", "platelets_1e9_l"),
+    "car_hematotox": ("platelets_1e9_l", "anc_1e9_l", "hemoglobin_g_dl", "crp_mg_l",
+                      "ferritin_ng_ml"),
+}
+XGB_SPACE = {
+    "max_depth": [2, 3, 4],
+    "learning_rate": [0.03, 0.05, 0.1],
+    "n_estimators": [150, 300, 500],
+    "min_child_weight": [1, 5, 10],
+    "subsample": [0.7, 0.85, 1.0],
+    "colsample_bytree": [0.6, 0.8, 1.0],
+    "reg_lambda": [1.0, 5.0, 20.0],
+}
+MIN_EVENTS = 10
+
+
+class TrainingError(CrsriskError):
+    """The labelled table cannot train a model (one sentence: what, and how to fix it)."""
+
+
+@dataclass
+class CandidateResult:
+    """One candidate after its search: CV figures, the refit model, its test predictions."""
+
+    name: str
+    params: dict
+    calibration: str
+    cv_metrics: dict[str, float]
+    oof_risk: np.ndarray
+    model: RiskModel
+    test_risk: np.ndarray | None = None
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    search: list[dict] = field(default_factory=list)
+    test_intervals: pd.DataFrame | None = None  # bootstrap 95% intervals (selected model only)
+
+
+@dataclass
+class TrainingResult:
+    candidates: list[CandidateResult]
+    selected: CandidateResult
+    train_index: pd.Index
+    test_index: pd.Index
+    timings: dict[str, float]
+    warnings: list[str]
+
+
+# ------------------------------------------------------------------------------------------
+# Checks and splits
+# ------------------------------------------------------------------------------------------
+
+
+def check_training_table(valid: pd.DataFrame, y: pd.Series, config: TrainConfig) -> list[str]:
+    """Refuse tables that cannot train a model; return warnings for ones that can, poorly."""
+    events = int(y.sum())
+    if events == 0:
+        raise TrainingError(
+            f"The training table has no severe CRS events (ASTCT grade >= 3) among {len(y)} "
+            "rows: a model needs both outcomes; add episodes with severe CRS."
+        )
+    if events == len(y):
+        raise TrainingError(
+            f"Every one of the {len(y)} training rows had severe CRS: a model needs both "
+            "outcomes; add episodes without severe CRS."
+        )
+    if min(events, len(y) - events) < MIN_EVENTS:
+        raise TrainingError(
+            f"The training table has only {min(events, len(y) - events)} rows of its rarer "
+            f"outcome: at least {MIN_EVENTS} of each are needed to cross-validate; add rows."
+        )
+    for name in config.candidates:
+        needed = COMPARATOR_INPUTS.get(name, ())
+        empty = [c for c in needed if valid[c].isna().all()]
+        if empty:
+            raise TrainingError(
+                f"{', '.join(empty)} is missing for every row, so the {name} comparator cannot "
+                f"be computed: supply it, or drop {name} from candidates in the train config."
+            )
+    notes = []
+    all_missing = [c for c in valid.columns if c in _feature_columns() and valid[c].isna().all()]
+    if all_missing:
+        notes.append(f"missing for every row, so unused: {', '.join(all_missing)}")
+    if events < 50:
+        notes.append(f"only {events} events: expect wide intervals and a large CV-to-test gap")
+    return notes
+
+
+def _feature_columns() -> set[str]:
+    from crsrisk.contract.spec import BASELINE_NAMES
+
+    return set(BASELINE_NAMES) - {"patient_id", "site", "infusion_date"}
+
+
+def split_train_test(
+    valid: pd.DataFrame, y: pd.Series, config: TrainConfig
+) -> tuple[pd.Index, pd.Index]:
+    """Hold out the test rows: the latest infusion dates (temporal) or a stratified sample."""
+    fraction = config.split.test_fraction
+    if config.split.temporal:
+        order = valid["infusion_date"].sort_values(kind="stable").index
+        cut = int(round(len(order) * (1 - fraction)))
+        train, test = order[:cut], order[cut:]
+        if y.loc[test].nunique() < 2 or y.loc[train].nunique() < 2:
+            raise TrainingError(
+                "The temporal split leaves one outcome only on one side: use a larger "
+                "test_fraction or a random split (split.temporal: false)."
+            )
+        return train.sort_values(), test.sort_values()
+    train, test = train_test_split(
+        valid.index, test_size=fraction, stratify=y, random_state=config.seed
+    )
+    return pd.Index(np.sort(train)), pd.Index(np.sort(test))
+
+
+def cv_folds(
+    valid: pd.DataFrame, y: pd.Series, config: TrainConfig
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified k-fold positions (grouped by site on request)."""
+    folds = config.cv.folds
+    if config.cv.group_by_site:
+        groups = valid["site"].fillna("missing").to_numpy()
+        n_groups = len(np.unique(groups))
+        if n_groups < folds:
+            raise TrainingError(
+                f"Grouping by site needs at least {folds} sites, the table has {n_groups}: "
+                "lower cv.folds or set cv.group_by_site: false."
+            )
+        splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=config.seed)
+        return list(splitter.split(valid, y, groups))
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=config.seed)
+    return list(splitter.split(valid, y))
+
+
+# ------------------------------------------------------------------------------------------
+# Candidates
+# ------------------------------------------------------------------------------------------
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
+
+
+def xgboost_trials(n: int, seed: int) -> list[dict]:
+    """``n`` configurations drawn from XGB_SPACE, the first a sensible default."""
+    rng = np.random.default_rng(seed)
+    trials = [dict(max_depth=3, learning_rate=0.05, n_estimators=300, min_child_weight=5,
+                   subsample=0.85, colsample_bytree=0.8, reg_lambda=5.0)]
+    while len(trials) < n:
+        trial = {k: v[rng.integers(len(v))] for k, v in XGB_SPACE.items()}
+        if trial not in trials:
+            trials.append(trial)
+    return trials
+
+
+def make_estimator(name: str, params: dict, seed: int) -> Pipeline | ScoreComparator:
+    """An unfitted estimator for one candidate configuration."""
+    if name in COMPARATORS:
+        return ScoreComparator(score=name)
+    if name == "logistic":
+        return Pipeline([
+            ("features", FeatureBuilder(kind="linear", splines=params["splines"])),
+            ("model", LogisticRegression(C=params["C"], max_iter=5000)),
+        ])
+    if name == "xgboost":
+        return Pipeline([
+            ("features", FeatureBuilder(kind="tree")),
+            ("model", xgb.XGBClassifier(
+                **params,
+                tree_method="hist",
+                enable_categorical=True,
+                max_cat_to_onehot=1,
+                n_jobs=2,
+                random_state=seed,
+                eval_metric="logloss",
+            )),
+        ])
+    raise ValueError(f"unknown candidate {name!r}")
+
+
+def search_space(name: str, config: TrainConfig) -> list[dict]:
+    if name in COMPARATORS:
+        return [{}]
+    if name == "logistic":
+        return [{"C": c, "splines": s} for c in config.search.logistic_c
+                for s in config.search.logistic_splines]
+    return xgboost_trials(config.search.xgboost_trials, config.seed)
+
+
+def oof_margin(estimator, X: pd.DataFrame, y: np.ndarray, folds) -> np.ndarray:
+    """Out-of-fold log-odds: every row predicted by a model that did not see it."""
+    margin = np.empty(len(X))
+    for train_pos, val_pos in folds:
+        fitted = clone(estimator).fit(X.iloc[train_pos], y[train_pos])
+        margin[val_pos] = _logit(fitted.predict_proba(X.iloc[val_pos])[:, 1])
+    return margin
+
+
+def choose_calibration(
+    margin: np.ndarray, y: np.ndarray, methods, folds
+) -> tuple[str, np.ndarray, dict[str, float]]:
+    """The calibration method with the lowest cross-validated log loss, and its OOF risks."""
+    scores, risks = {}, {}
+    for method in methods:
+        risk = np.empty(len(y))
+        for train_pos, val_pos in folds:
+            cal = Calibrator(method).fit(margin[train_pos], y[train_pos])
+            risk[val_pos] = cal.predict(margin[val_pos])
+        scores[method] = log_loss(y, risk, labels=[0, 1])
+        risks[method] = risk
+    best = min(scores, key=scores.get)
+    return best, risks[best], scores
+
+
+def choose_tiers(risk: np.ndarray, y: np.ndarray, config: TrainConfig) -> Tiers:
+    """High: sensitivity >= target at and above it. Low: NPV >= target below it."""
+    event_risks = np.sort(risk[y == 1])[::-1]
+    k = int(np.ceil(config.tiers.high_sensitivity * len(event_risks)))
+    high = float(event_risks[max(k - 1, 0)])
+    order = np.argsort(risk, kind="stable")
+    sorted_risk, sorted_y = risk[order], y[order]
+    # NPV of "risk < t" for t = each distinct sorted risk: rows strictly below it.
+    below_events = np.concatenate([[0], np.cumsum(sorted_y)[:-1]])
+    below_n = np.arange(len(sorted_risk))
+    first = np.r_[True, sorted_risk[1:] != sorted_risk[:-1]]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        npv = 1 - below_events / below_n
+    ok = first & (below_n > 0) & (npv >= config.tiers.low_npv) & (sorted_risk <= high)
+    low = float(sorted_risk[ok].max()) if ok.any() else float(sorted_risk[0])
+    return Tiers(low=min(low, high), high=high)
+
+
+def _fit_parts(estimator) -> tuple[object | None, object]:
+    if isinstance(estimator, Pipeline):
+        return estimator.named_steps["features"], estimator.named_steps["model"]
+    return None, estimator
+
+
+def fit_candidate(
+    name: str,
+    valid: pd.DataFrame,
+    y: np.ndarray,
+    folds,
+    config: TrainConfig,
+) -> CandidateResult:
+    """Search, calibrate and refit one candidate on the training rows."""
+    search = []
+    best = None
+    for params in search_space(name, config):
+        estimator = make_estimator(name, params, config.seed)
+        margin = oof_margin(estimator, valid, y, folds)
+        loss = log_loss(y, 1 / (1 + np.exp(-margin)), labels=[0, 1])
+        search.append({**params, "cv_log_loss_uncalibrated": loss})
+        if best is None or loss < best[0]:
+            best = (loss, params, estimator, margin)
+    _, params, estimator, margin = best
+    method, oof_risk, cal_scores = choose_calibration(margin, y, config.calibration, folds)
+    cv_metrics = {
+        "cv_log_loss": log_loss(y, oof_risk, labels=[0, 1]),
+        "cv_auroc": roc_auc_score(y, oof_risk),
+        "cv_brier": float(np.mean((oof_risk - y) ** 2)),
+        **{f"cv_log_loss_{m}": s for m, s in cal_scores.items()},
+    }
+    fitted = clone(estimator).fit(valid, y)
+    features, model = _fit_parts(fitted)
+    kind = name if name in ("xgboost", "logistic") else name
+    risk_model = RiskModel(
+        kind=kind,
+        features=features,
+        estimator=model,
+        calibrator=Calibrator(method).fit(margin, y),
+        tiers=choose_tiers(oof_risk, y, config),
+        planning={},
+        top_k=config.drivers_top_k,
+        name=config.tracking.model_name,
+        info={"candidate": name, "calibration": method},
+    )
+    return CandidateResult(name, params, method, cv_metrics, oof_risk, risk_model,
+                           search=search)
+
+
+def planning_texts(config: TrainConfig) -> dict[str, str]:
+    """One line of planning actions per tier, from the score config."""
+    assert config.score is not None, "load the config with load_train_config"
+    return {
+        tier: " | ".join(action.text for action in actions)
+        for tier, actions in config.score.planning.items()
+    }
+
+
+def train_models(
+    valid: pd.DataFrame, severe: pd.Series, config: TrainConfig
+) -> TrainingResult:
+    """Fit every candidate on the training rows, select by CV log loss, test on held-out rows."""
+    timings: dict[str, float] = {}
+    y_all = severe.astype(int)
+    warnings = check_training_table(valid, y_all, config)
+    train_index, test_index = split_train_test(valid, y_all, config)
+    train, test = valid.loc[train_index], valid.loc[test_index]
+    y_train, y_test = y_all.loc[train_index].to_numpy(), y_all.loc[test_index].to_numpy()
+    folds = cv_folds(train, y_all.loc[train_index], config)
+    planning = planning_texts(config)
+    results = []
+    for name in config.candidates:
+        start = time.perf_counter()
+        result = fit_candidate(name, train, y_train, folds, config)
+        result.model.planning = planning
+        result.test_risk = result.model.risk(test)
+        result.test_metrics = point_metrics(y_test, result.test_risk)
+        results.append(result)
+        timings[f"candidate_{name}"] = time.perf_counter() - start
+    selected = min(results, key=lambda r: r.cv_metrics["cv_log_loss"])
+    start = time.perf_counter()
+    selected.test_intervals = bootstrap_metrics(y_test, selected.test_risk, n_boot=500,
+                                                seed=config.seed)
+    timings["test_bootstrap"] = time.perf_counter() - start
+    return TrainingResult(results, selected, train_index, test_index, timings, warnings)
+
+
+def iter_metrics(result: TrainingResult) -> Iterator[tuple[str, dict[str, float]]]:
+    for candidate in result.candidates:
+        yield candidate.name, {
+            **candidate.cv_metrics,
+            **{f"test_{k}": v for k, v in candidate.test_metrics.items()},
+        }

@@ -1,0 +1,1 @@
+"""Literature-grounded simulated cohorts."""
