@@ -464,8 +464,11 @@ def test_state_as_json_rebuilds_the_same_matrix(cohort, tiny, kind, splines):
         (lambda s: s.update(indicators=["hlh_history", "log_crp"], numeric=["log_crp"],
                             medians={"log_crp": 1.0}), "indicators, knots or scales"),
         (lambda s: s.pop("medians"), "medians"),
+        (lambda s: s["medians"].update(log_crp=float("nan")), "non-finite"),
+        (lambda s: s["spline_knots"].update(log_crp=[3.0, 2.0, 1.0, 0.0]), "knots"),
     ],
-    ids=["kind", "burden", "level order", "feature", "indicator", "missing key"],
+    ids=["kind", "burden", "level order", "feature", "indicator", "missing key", "nan",
+         "unordered knots"],
 )
 def test_from_dict_refuses_a_state_it_did_not_write(cohort, edit, words):
     valid, _ = cohort

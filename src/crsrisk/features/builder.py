@@ -495,15 +495,7 @@ class FeatureBuilder(TransformerMixin, BaseEstimator):
     # -- persistence ---------------------------------------------------------------------------
 
     def to_dict(self) -> dict:
-        """The fitted state as JSON-able data (missing numbers as None), for `from_dict`.
-
-        Returns
-        -------
-        dict
-            ``kind``, ``splines``, the burden scaling, the category levels seen at fit and, for
-            ``kind="linear"``, the imputed features, their medians, missing indicators, spline
-            knots and standardisation.
-        """
+        """The fitted state as JSON-able data (missing numbers as None), for `from_dict`."""
         check_is_fitted(self, "feature_names_out_")
         state: dict = {
             "kind": self.kind,
@@ -529,8 +521,8 @@ class FeatureBuilder(TransformerMixin, BaseEstimator):
         Raises
         ------
         ValueError
-            The state does not describe a FeatureBuilder of this crsrisk (unknown kind,
-            feature or level, wrong lengths).
+            The state is not that of a FeatureBuilder of this crsrisk (unknown kind, feature
+            or level, wrong lengths, non-finite numbers).
         """
         try:
             builder = cls(kind=state["kind"], splines=bool(state["splines"]))
@@ -549,9 +541,10 @@ class FeatureBuilder(TransformerMixin, BaseEstimator):
                 builder.category_levels_[name] = kept
             if builder.kind == "linear":
                 builder._linear_state(state)
+            builder._finish()
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"not a crsrisk feature builder state ({exc})") from exc
-        builder._finish()
+            detail = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise ValueError(f"not a crsrisk feature builder state ({detail})") from exc
         return builder
 
     def _linear_state(self, state: dict) -> None:
@@ -561,13 +554,16 @@ class FeatureBuilder(TransformerMixin, BaseEstimator):
         self.numeric_ = numeric
         self.medians_ = {n: float(state["medians"][n]) for n in numeric}
         self.indicators_ = [str(n) for n in state["indicators"]]
-        knots = {str(k): _array(v).reshape(-1, 1) for k, v in state["spline_knots"].items()}
-        scales = {str(k): (float(m), float(sd)) for k, (m, sd) in state["scales"].items()}
-        if not (set(self.indicators_) <= set(numeric) and set(knots) <= set(SPLINE_FEATURES)
-                and set(knots) <= set(numeric) and set(scales) <= set(numeric)):
+        self.spline_knots_ = {str(k): _array(v).reshape(-1, 1)
+                              for k, v in state["spline_knots"].items()}
+        self.scales_ = {str(k): (float(m), float(sd)) for k, (m, sd) in state["scales"].items()}
+        if not (set(self.indicators_) | set(self.scales_) | set(self.spline_knots_)
+                <= set(numeric) and set(self.spline_knots_) <= set(SPLINE_FEATURES)):
             raise ValueError("indicators, knots or scales of features it does not use")
-        self.spline_knots_ = knots
-        self.scales_ = scales
+        numbers = [*self.medians_.values(), *np.ravel(list(self.scales_.values())),
+                   *(x for k in self.spline_knots_.values() for x in k.ravel())]
+        if not np.isfinite(numbers).all():
+            raise ValueError("non-finite medians, scales or knots")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -277,7 +277,8 @@ class ScoreComparator(ClassifierMixin, BaseEstimator):
             if not np.isfinite(numbers).all() or len(comparator.classes_) != 2:
                 raise ValueError("non-finite parameters or not two classes")
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"not a crsrisk score comparator ({exc})") from exc
+            detail = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise ValueError(f"not a crsrisk score comparator ({detail})") from exc
         return comparator
 
     def decision_function(self, X: pd.DataFrame) -> np.ndarray:
