@@ -278,3 +278,12 @@ def test_unsigned_export_is_refused_when_a_key_is_set(copy, monkeypatch):
     with pytest.raises(ExportError) as exc:
         load_model(copy)
     assert "is not signed but CRSRISK_SIGNING_KEY is set" in one_sentence(exc)
+
+
+def test_planted_pickle_stops_the_mlflow_model_too(copy, tmp_path):
+    """The registry's path: MLflow loads the PythonModel, whose load_context loads the folder."""
+    marker = tmp_path / "ran"
+    plant_pickle(copy / RISK_MODEL_FOLDER / "risk_model.joblib", marker)
+    with pytest.raises(ModelError, match="risk_model.joblib is not part of a saved crsrisk model"):
+        mlflow.pyfunc.load_model(str(copy))
+    assert not marker.exists()

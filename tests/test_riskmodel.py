@@ -210,6 +210,17 @@ def test_edited_model_json_is_refused(models, tmp_path, edit, words):
     assert words in str(exc.value)
 
 
+def test_a_booster_of_other_features_is_refused(models, cohort, tmp_path):
+    valid, y = cohort
+    folder = models["xgboost"].save(tmp_path / "m")
+    other = make_estimator("xgboost", xgboost_trials(1, 0)[0], 0).fit(valid, y)
+    booster = other.named_steps["model"].get_booster()
+    booster.feature_names = [f"f{i}" for i in range(booster.num_features())]
+    (folder / "booster.ubj").write_bytes(bytes(booster.save_raw("ubj")))
+    with pytest.raises(ModelError, match="are not those of the model's feature builder"):
+        RiskModel.load(folder)
+
+
 def test_a_booster_beside_a_logistic_model_is_refused(models, tmp_path):
     folder = models["logistic"].save(tmp_path / "m")
     models["xgboost"].save(tmp_path / "x")

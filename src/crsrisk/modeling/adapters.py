@@ -112,10 +112,14 @@ class XGBoostAdapter:
             booster.load_model(bytearray(files[BOOSTER_FILE]))
         except xgb.core.XGBoostError as exc:
             raise ValueError(f"{BOOSTER_FILE} is not an XGBoost model") from exc
+        features = _features(state, "tree")
+        if booster.feature_names != list(features.feature_names_out_):
+            raise ValueError(f"the features of {BOOSTER_FILE} are not those of the model's "
+                             "feature builder")
         # Training fixes the threads for reproducible fits; a prediction is the same on any
         # number of threads, so a loaded model scores on every core of this machine.
         booster.set_param({"nthread": os.cpu_count() or 1})
-        return cls(_features(state, "tree"), booster)
+        return cls(features, booster)
 
 
 class LogisticAdapter:

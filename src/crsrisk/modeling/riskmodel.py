@@ -39,6 +39,8 @@ from crsrisk.modeling.calibration import (
     calibrator_from_dict,
 )
 
+# PROBABILITY_FLOOR, Calibrator and Recalibrated live in crsrisk.modeling.calibration; they are
+# re-exported here for callers that import them with the model.
 __all__ = [
     "PROBABILITY_FLOOR",
     "DRIVER_SCALE",
