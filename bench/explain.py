@@ -20,7 +20,9 @@ from _common import best_of
 from crsrisk.contract.grading import resolve_labels
 from crsrisk.contract.validate import validate
 from crsrisk.explain.drivers import _grouped, explain_global
-from crsrisk.modeling.riskmodel import Calibrator, RiskModel, Tiers
+from crsrisk.modeling.adapters import fitted_adapter
+from crsrisk.modeling.calibration import Calibrator
+from crsrisk.modeling.riskmodel import RiskModel, Tiers
 from crsrisk.modeling.train import make_estimator, xgboost_trials
 from crsrisk.simulate.cohort import simulate_cohort
 
@@ -30,11 +32,9 @@ def fitted_model(n_train: int, seed: int) -> RiskModel:
     valid = validate(simulate_cohort(n_train, seed=seed).baseline).valid
     y = resolve_labels(valid).severe.to_numpy()
     pipeline = make_estimator("xgboost", xgboost_trials(1, seed)[0], seed).fit(valid, y)
-    model = RiskModel(kind="xgboost", features=pipeline.named_steps["features"],
-                      estimator=pipeline.named_steps["model"], calibrator=Calibrator("sigmoid"),
-                      tiers=Tiers(0.05, 0.2), planning={})
-    model.calibrator.fit(model.margin(valid), y)
-    return model
+    adapter = fitted_adapter("xgboost", pipeline)
+    calibrator = Calibrator("sigmoid").fit(adapter.margin(adapter.design(valid)), y)
+    return RiskModel(adapter=adapter, calibrator=calibrator, tiers=Tiers(0.05, 0.2), planning={})
 
 
 def main() -> None:
@@ -47,7 +47,7 @@ def main() -> None:
     import shap
 
     model = fitted_model(args.train_n, seed=1)
-    booster = model.estimator.get_booster()
+    booster = model.adapter.booster
     valid = validate(simulate_cohort(args.n, seed=2).baseline).valid
     design = model.design(valid)
     print(f"model: XGBoost, {booster.num_boosted_rounds()} trees, {design.shape[1]} features; "

@@ -8,8 +8,9 @@
 A small XGBoost model is trained and registered into a temporary tracking store; N patients are
 simulated and written as Parquet and CSV. Then, on the same N rows:
 
-* bare ``XGBClassifier.predict_proba`` and bare ``pred_contribs`` (TreeSHAP) on the ready-made
-  model matrix: the reference, which reads, checks and writes nothing;
+* the bare booster's ``inplace_predict`` (what ``XGBClassifier.predict_proba`` runs) and bare
+  ``pred_contribs`` (TreeSHAP) on the ready-made model matrix: the reference, which reads,
+  checks and writes nothing;
 * ``score_file`` (read, validate every chunk against the contract, features, booster,
   calibration, tiers, planning, optionally drivers in words, write scores and rejected rows),
   from Parquet and from CSV, without and with drivers, writing Parquet.
@@ -88,11 +89,11 @@ def write_cohort(path: Path, n: int, block: int = 1_000_000) -> None:
 
 
 def bare_booster(model, design: pd.DataFrame, drivers: bool) -> Callable[[], object]:
-    """The bare booster on the ready-made model matrix: predict_proba without drivers,
+    """The bare booster on the ready-made model matrix: inplace_predict without drivers,
     TreeSHAP ``pred_contribs`` with."""
+    booster = model.adapter.booster
     if not drivers:
-        return lambda: model.estimator.predict_proba(design)
-    booster = model.estimator.get_booster()
+        return lambda: booster.inplace_predict(design)
     return lambda: booster.predict(xgb.DMatrix(design, enable_categorical=True),
                                    pred_contribs=True)
 
@@ -135,7 +136,7 @@ def throughput(args: argparse.Namespace, model, folder: Path, parquet: Path, csv
         frame.to_csv(csv, index=False, date_format="%Y-%m-%d")
     design = model.design(validate(frame, with_outcome=False).valid)
     del frame
-    booster = model.estimator.get_booster()
+    booster = model.adapter.booster
     print(f"crsrisk score benchmark: {args.n:,} rows, chunk size {args.chunk_size:,}, "
           f"{os.cpu_count()} CPUs, xgboost {xgb.__version__} "
           f"({booster.num_boosted_rounds()} trees), Python {platform.python_version()}; "
@@ -171,7 +172,7 @@ def throughput(args: argparse.Namespace, model, folder: Path, parquet: Path, csv
         print(f"{label:<34}{statistics.median(values):>13.2f}{spread:>14}"
               f"{TARGETS[drivers]:>8.2f}")
     print("ratio = bare booster seconds / score_file seconds on the same rows, run back to back "
-          "(bare: predict_proba without drivers, pred_contribs with)")
+          "(bare: inplace_predict without drivers, pred_contribs with)")
 
 
 def main() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -180,3 +182,34 @@ def test_comparator_parameters_and_errors(cohort):
     no_ldh = valid.assign(ldh_u_l=np.nan)
     with pytest.raises(ValueError, match="missing for every training row"):
         ScoreComparator("m_easix").fit(no_ldh, y)
+
+
+@pytest.mark.parametrize("score", sorted(PUBLISHED_SCORES))
+def test_comparator_saved_as_data_predicts_the_same_bits(cohort, score):
+    valid, y = cohort
+    model = ScoreComparator(score).fit(valid, y)
+    state = json.loads(json.dumps(model.to_dict()))
+    assert state["score"] == score and len(state["coef"]) == 1 + state["has_indicator"]
+    restored = ScoreComparator.from_dict(state)
+    np.testing.assert_array_equal(restored.decision_function(valid), model.decision_function(valid))
+    np.testing.assert_array_equal(restored.predict_proba(valid), model.predict_proba(valid))
+    np.testing.assert_array_equal(restored.classes_, model.classes_)
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (lambda s: s.update(score="ips"), "unknown score 'ips'"),
+        (lambda s: s.update(coef=[1.0, 2.0, 3.0]), "coefficients do not match"),
+        (lambda s: s.update(scale=float("nan")), "non-finite"),
+        (lambda s: s.pop("median"), "median"),
+    ],
+    ids=["score", "coefficients", "nan", "missing key"],
+)
+def test_comparator_refuses_a_state_it_did_not_write(cohort, edit, words):
+    valid, y = cohort
+    state = ScoreComparator("easix").fit(valid, y).to_dict()
+    edit(state)
+    with pytest.raises(ValueError, match="not a crsrisk score comparator") as exc:
+        ScoreComparator.from_dict(state)
+    assert words in str(exc.value)

@@ -126,7 +126,7 @@ def test_recalibration_repairs_calibration_in_the_large(champion, external):
     assert isinstance(new.calibrator, Recalibrated) and new.calibrator.cohort == "site B"
     assert new.info["candidate"].endswith("+recalibrated")
     assert new.info["recalibrated_from"] == f"{champion.name}/{champion.version}"
-    assert new.estimator is champion.estimator  # only calibration changes
+    assert new.adapter is champion.adapter  # only calibration changes
     np.testing.assert_allclose(new.margin(valid), champion.margin(valid))
     assert new.risk(valid).mean() == pytest.approx(severe.mean(), abs=0.01)
 

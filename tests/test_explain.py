@@ -23,7 +23,9 @@ from crsrisk.explain.drivers import (  # noqa: E402
     explain_global,
     importance_figure,
 )
-from crsrisk.modeling.riskmodel import Calibrator, RiskModel, Tiers  # noqa: E402
+from crsrisk.modeling.adapters import ScoreAdapter, fitted_adapter  # noqa: E402
+from crsrisk.modeling.calibration import Calibrator  # noqa: E402
+from crsrisk.modeling.riskmodel import RiskModel, Tiers  # noqa: E402
 from crsrisk.modeling.train import make_estimator, xgboost_trials  # noqa: E402
 from crsrisk.simulate.cohort import simulate_cohort  # noqa: E402
 
@@ -37,12 +39,9 @@ def fit(kind: str, n: int, seed: int) -> RiskModel:
     valid = validate(simulate_cohort(n, seed=seed).baseline).valid
     y = resolve_labels(valid).severe.to_numpy()
     params = xgboost_trials(1, 0)[0] if kind == "xgboost" else {"C": 0.3, "splines": True}
-    pipeline = make_estimator(kind, params, 0).fit(valid, y)
-    model = RiskModel(kind=kind, features=pipeline.named_steps["features"],
-                      estimator=pipeline.named_steps["model"], calibrator=Calibrator("sigmoid"),
-                      tiers=Tiers(0.05, 0.2), planning={})
-    model.calibrator.fit(model.margin(valid), y)
-    return model
+    adapter = fitted_adapter(kind, make_estimator(kind, params, 0).fit(valid, y))
+    calibrator = Calibrator("sigmoid").fit(adapter.margin(adapter.design(valid)), y)
+    return RiskModel(adapter=adapter, calibrator=calibrator, tiers=Tiers(0.05, 0.2), planning={})
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +65,7 @@ def test_contributions_agree_with_shap_tree_explainer(tree_model, cohort):
     rows = cohort.iloc[:1000]
     contrib = tree_model.contributions(rows)
     design = tree_model.design(rows)
-    explainer = shap.TreeExplainer(tree_model.estimator.get_booster())
+    explainer = shap.TreeExplainer(tree_model.adapter.booster)
     reference = explainer.shap_values(xgb.DMatrix(design, enable_categorical=True))
     grouped = _grouped(np.asarray(reference, dtype=float), list(design.columns), rows.index)
     assert list(grouped.columns) == list(contrib.values.columns)
@@ -130,13 +129,19 @@ def test_published_score_model_has_one_driver(cohort):
     from crsrisk.features.published import ScoreComparator
 
     y = np.r_[np.ones(100), np.zeros(len(cohort) - 100)].astype(int)
-    model = RiskModel(kind="m_easix", features=None,
-                      estimator=ScoreComparator("m_easix").fit(cohort, y),
-                      calibrator=Calibrator("sigmoid"), tiers=Tiers(0.05, 0.2), planning={})
+    adapter = ScoreAdapter(ScoreComparator("m_easix").fit(cohort, y))
+    calibrator = Calibrator("sigmoid").fit(adapter.margin(cohort), y)
+    model = RiskModel(adapter=adapter, calibrator=calibrator, tiers=Tiers(0.05, 0.2), planning={})
     explanation = explain_global(model, cohort)
     assert list(explanation.values.columns) == ["m_easix"]
     np.testing.assert_allclose(explanation.values["m_easix"] + explanation.base,
                                model.margin(cohort))
+    np.testing.assert_array_equal(explanation.data["m_easix"], model.margin(cohort))
+    contrib = model.contributions(cohort.iloc[:50])
+    assert list(contrib.values.columns) == ["m_easix"] and not contrib.base.any()
+    np.testing.assert_array_equal(contrib.margin, model.margin(cohort.iloc[:50]))
+    drivers = model.score(cohort.iloc[:5])["top_drivers"]
+    assert drivers.str.startswith("m-EASIX (LDH x CRP / platelets) ").all()
 
 
 def test_figures_say_they_are_on_the_log_odds(tree_model, cohort):

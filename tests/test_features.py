@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -435,3 +437,43 @@ def test_zero_rows_transform_to_zero_rows(cohort, kind, splines):
     fb = FeatureBuilder(kind, splines=splines).fit(valid)
     out = fb.transform(valid.iloc[:0])
     assert out.shape == (0, len(fb.get_feature_names_out()))
+
+
+@pytest.mark.parametrize(
+    ("kind", "splines"), [("tree", False), ("linear", False), ("linear", True)]
+)
+def test_state_as_json_rebuilds_the_same_matrix(cohort, tiny, kind, splines):
+    valid, _ = cohort
+    fb = FeatureBuilder(kind, splines=splines).fit(valid.iloc[:400])
+    text = json.dumps(fb.to_dict(), allow_nan=False)  # plain JSON: missing numbers are null
+    restored = FeatureBuilder.from_dict(json.loads(text))
+    assert restored.get_params() == fb.get_params()
+    assert restored.feature_names_out_ == fb.feature_names_out_
+    for rows in (valid, tiny):
+        pd.testing.assert_frame_equal(restored.transform(rows), fb.transform(rows),
+                                      check_exact=True)
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (lambda s: s.update(kind="forest"), "unknown kind"),
+        (lambda s: s.update(burden_mean=[0.0]), "values where"),
+        (lambda s: s["category_levels"].update(diagnosis=["MM", "LBCL"]), "levels of diagnosis"),
+        (lambda s: s.update(numeric=["shoe_size"]), "unknown numeric feature"),
+        (lambda s: s.update(indicators=["hlh_history", "log_crp"], numeric=["log_crp"],
+                            medians={"log_crp": 1.0}), "indicators, knots or scales"),
+        (lambda s: s.pop("medians"), "medians"),
+        (lambda s: s["medians"].update(log_crp=float("nan")), "non-finite"),
+        (lambda s: s["spline_knots"].update(log_crp=[3.0, 2.0, 1.0, 0.0]), "knots"),
+    ],
+    ids=["kind", "burden", "level order", "feature", "indicator", "missing key", "nan",
+         "unordered knots"],
+)
+def test_from_dict_refuses_a_state_it_did_not_write(cohort, edit, words):
+    valid, _ = cohort
+    state = FeatureBuilder("linear", splines=True).fit(valid).to_dict()
+    edit(state)
+    with pytest.raises(ValueError, match="not a crsrisk feature builder state") as exc:
+        FeatureBuilder.from_dict(state)
+    assert words in str(exc.value)

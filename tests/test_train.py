@@ -186,3 +186,16 @@ def test_small_cohort_trains_warns_and_picks_the_simpler_model():
     auroc = {name: roc_auc_score(y, by_name[name].model.risk(external))
              for name in ("logistic", "xgboost")}
     assert auroc["logistic"] > auroc["xgboost"], auroc
+
+
+def test_every_candidate_reloads_from_data_with_the_same_test_risks(result, cohort, tmp_path):
+    from crsrisk.modeling.riskmodel import RiskModel
+
+    valid, _ = cohort
+    test = valid.loc[result.test_index]
+    for c in result.candidates:
+        assert c.model.kind == c.name and c.model.info["candidate"] == c.name
+        assert set(c.model.planning) == {"low", "intermediate", "high"}
+        loaded = RiskModel.load(c.model.save(tmp_path / c.name))
+        np.testing.assert_array_equal(loaded.risk(test), c.test_risk)
+        assert loaded.planning == c.model.planning

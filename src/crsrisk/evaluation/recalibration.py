@@ -1,4 +1,8 @@
-"""Logistic recalibration (intercept and slope) of a fitted model for a new cohort."""
+"""Logistic recalibration (intercept and slope) of a fitted model for a new cohort.
+
+The fit and the recalibrated calibrator live with all calibration in crsrisk.modeling.calibration;
+this module runs it on a cohort, cross-validates it and records what it did.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
 from crsrisk.evaluation.metrics import point_metrics
 from crsrisk.evaluation.validation import MIN_EVENTS, EvaluationError
-from crsrisk.modeling.riskmodel import PROBABILITY_FLOOR, Recalibrated, RiskModel
+from crsrisk.modeling.calibration import (
+    Recalibrated,
+    fit_logistic_recalibration,
+    logistic_recalibration,
+)
+from crsrisk.modeling.riskmodel import RiskModel
 
 __all__ = ["RECALIBRATION_METRICS", "Recalibration", "recalibrate"]
 
@@ -36,18 +44,6 @@ class Recalibration:
 
 def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1.0 - p))
-
-
-def _fit_recalibration(z: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    # C = 1e6, as the model's own calibrator: unpenalised in practice, finite under separation.
-    fit = LogisticRegression(C=1e6, max_iter=1000)
-    fit.fit(z.reshape(-1, 1), y)
-    return float(fit.intercept_[0]), float(fit.coef_[0, 0])
-
-
-def _recalibrated(z: np.ndarray, intercept: float, slope: float) -> np.ndarray:
-    p = 1.0 / (1.0 + np.exp(-(intercept + slope * z)))
-    return np.clip(p, PROBABILITY_FLOOR, 1.0 - PROBABILITY_FLOOR)
 
 
 def recalibrate(
@@ -90,7 +86,7 @@ def recalibrate(
             f"least {max(MIN_EVENTS, folds)} events and non-events; add rows."
         )
     z = _logit(model.risk(valid))
-    intercept, slope = _fit_recalibration(z, y)
+    intercept, slope = fit_logistic_recalibration(z, y)
     if not slope > 0:
         raise EvaluationError(
             f"Recalibration on {cohort} gives a slope of {slope:.3f}: the model does not rank "
@@ -99,15 +95,15 @@ def recalibrate(
     oof = np.empty(len(y))
     for train_pos, test_pos in StratifiedKFold(folds, shuffle=True,
                                               random_state=seed).split(z, y):
-        a, b = _fit_recalibration(z[train_pos], y[train_pos])
-        oof[test_pos] = _recalibrated(z[test_pos], a, b)
+        a, b = fit_logistic_recalibration(z[train_pos], y[train_pos])
+        oof[test_pos] = logistic_recalibration(z[test_pos], a, b)
 
     def pick(metrics: dict[str, float]) -> dict[str, float]:
         return {k: float(metrics[k]) for k in RECALIBRATION_METRICS}
 
     before = pick(point_metrics(y, model.risk(valid)))
     after_cv = pick(point_metrics(y, oof))
-    after_apparent = pick(point_metrics(y, _recalibrated(z, intercept, slope)))
+    after_apparent = pick(point_metrics(y, logistic_recalibration(z, intercept, slope)))
     calibrator = Recalibrated(model.calibrator, intercept, slope, cohort)
     info = {
         **model.info,

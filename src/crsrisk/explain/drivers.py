@@ -1,9 +1,11 @@
 """Explanations: per-feature contributions to the model's log-odds and drivers in words.
 
-XGBoost models use TreeSHAP (path-dependent, xgboost's own ``pred_contribs``, the algorithm of
-shap's TreeExplainer without background data); the logistic model's contributions are exact:
-coefficient x standardised feature. Both are on the log-odds scale of the model before
-calibration, and every output says so.
+Each model type computes its own contributions (crsrisk.modeling.adapters): XGBoost models use
+TreeSHAP (path-dependent, xgboost's own ``pred_contribs``, the algorithm of shap's TreeExplainer
+without background data); the logistic model's contributions are exact: coefficient x
+standardised feature; a published score is its own single driver. All are on the log-odds scale
+of the model before calibration, and every output says so. This module groups them into
+drivers and puts them in words.
 
 Global explanations for the model report (`explain_global`: SHAP values of a cohort with
 shap's TreeExplainer; importance, beeswarm and dependence plots) import shap and matplotlib
@@ -26,7 +28,8 @@ from crsrisk.features.published import easix, m_easix
 __all__ = [
     "DISPLAY",
     "Contributions",
-    "contributions_for",
+    "CohortTerms",
+    "contributions_of",
     "CAR_T_ONLY_GROUPS",
     "SCORE_GROUPS",
     "render_drivers",
@@ -103,34 +106,34 @@ def _grouped(values: np.ndarray, names: list[str], index: pd.Index) -> pd.DataFr
     return pd.DataFrame(summed, columns=unique, index=index)
 
 
-def contributions_for(
-    model: RiskModel, valid: pd.DataFrame, design: pd.DataFrame | None = None
+def contributions_of(
+    values: np.ndarray, names: list[str], base: np.ndarray, index: pd.Index
 ) -> Contributions:
-    """Contributions of each driver group to ``model``'s margin for validated rows.
+    """Contributions of model-matrix columns ``names``, summed into their driver groups.
 
-    ``design``: ``model.design(valid)`` when the caller has it already.
+    Parameters
+    ----------
+    values
+        Rows x columns of contributions to the margin (TreeSHAP values or linear terms).
+    names
+        The model-matrix column of each contribution.
+    base
+        The margin of each row when every contribution is 0.
+    index
+        The rows' index.
     """
-    design = model.design(valid) if design is None else design
-    if model.kind == "xgboost":
-        matrix = xgb.DMatrix(design, enable_categorical=True)
-        raw = model.estimator.get_booster().predict(matrix, pred_contribs=True)
-        values, base = raw[:, :-1], raw[:, -1]
-        names = list(design.columns)
-    elif model.kind == "logistic":
-        x = np.asarray(design, dtype=float)
-        coef = model.estimator.coef_.ravel()
-        values = x * coef
-        base = np.full(len(x), float(model.estimator.intercept_[0]))
-        names = list(design.columns)
-    else:  # a published score: one driver, the score itself
-        margin = model.margin(valid, design)
-        return Contributions(
-            pd.DataFrame({model.kind: margin}, index=valid.index),
-            np.zeros(len(margin)),
-            margin,
-        )
-    grouped = _grouped(values, names, valid.index)
-    return Contributions(grouped, base, values.sum(axis=1) + base)
+    return Contributions(_grouped(values, names, index), base, values.sum(axis=1) + base)
+
+
+@dataclass(frozen=True)
+class CohortTerms:
+    """A model's contributions over a cohort, as `explain_global` groups and shows them."""
+
+    values: np.ndarray  # rows x model-matrix columns, on the margin; their sum + base = margin
+    names: list[str]  # the model-matrix column of each value
+    base: float
+    method: str  # how they were computed, in words (TREE_METHOD, LINEAR_METHOD, SCORE_METHOD)
+    data: pd.DataFrame | None = None  # what to show per driver group, when not the inputs
 
 
 def _number_text(value: float) -> str:
@@ -318,19 +321,19 @@ def _float_design(design: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def tree_shap_values(model: RiskModel, design: pd.DataFrame) -> tuple[np.ndarray, float]:
+def tree_shap_values(booster: xgb.Booster, design: pd.DataFrame) -> tuple[np.ndarray, float]:
     """shap.TreeExplainer's values (rows x model-matrix columns) and base, on the log-odds.
 
     Parameters
     ----------
-    model
-        An XGBoost RiskModel; the booster is explained, not the calibrated pipeline.
+    booster
+        An XGBoost model's booster: the trees are explained, not the calibrated model.
     design
-        Its model matrix (``model.design(valid)``).
+        Its model matrix.
     """
     import shap
 
-    explainer = shap.TreeExplainer(model.estimator.get_booster())
+    explainer = shap.TreeExplainer(booster)
     matrix = xgb.DMatrix(_float_design(design), enable_categorical=True)
     values = np.asarray(explainer.shap_values(matrix), dtype=float)
     return values, float(np.ravel(explainer.expected_value)[0])
@@ -379,25 +382,11 @@ def explain_global(
         rows = np.sort(np.random.default_rng(seed).choice(n_cohort, max_rows, replace=False))
         valid = valid.iloc[rows]
     design = model.design(valid)
-    if model.kind == "xgboost":
-        values, base = tree_shap_values(model, design)
-        method = TREE_METHOD
-    elif model.kind == "logistic":
-        terms = np.asarray(design, dtype=float) * model.estimator.coef_.ravel()
-        centre = terms.mean(axis=0)
-        values = terms - centre
-        base = float(model.estimator.intercept_[0] + centre.sum())
-        method = LINEAR_METHOD
-    else:
-        margin = model.margin(valid, design)
-        values = (margin - margin.mean()).reshape(-1, 1)
-        base = float(margin.mean())
-        grouped = pd.DataFrame(values, columns=[model.kind], index=valid.index)
-        data = pd.DataFrame({model.kind: margin}, index=valid.index)
-        return GlobalExplanation(grouped, data, base, SCORE_METHOD, n_cohort)
-    grouped = _grouped(values, list(design.columns), valid.index)
-    data = _display_data(list(grouped.columns), valid, design)
-    return GlobalExplanation(grouped, data, base, method, n_cohort)
+    terms: CohortTerms = model.adapter.cohort_terms(design)
+    grouped = _grouped(terms.values, terms.names, valid.index)
+    data = (_display_data(list(grouped.columns), valid, design) if terms.data is None
+            else terms.data)
+    return GlobalExplanation(grouped, data, terms.base, terms.method, n_cohort)
 
 
 def _colour_values(column: pd.Series) -> np.ndarray:

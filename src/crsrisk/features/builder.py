@@ -257,6 +257,19 @@ def _knots(values: np.ndarray) -> np.ndarray | None:
     return knots.reshape(-1, 1)
 
 
+def _json_floats(values: np.ndarray) -> list[float | None]:
+    """A float array as a JSON list, NaN as None (JSON has no NaN)."""
+    return [None if np.isnan(v) else float(v) for v in np.asarray(values, dtype="float64")]
+
+
+def _array(values: list, size: int | None = None) -> np.ndarray:
+    """`_json_floats` back to a float array (None as NaN), of ``size`` entries when given."""
+    array = np.array([np.nan if v is None else float(v) for v in values], dtype="float64")
+    if size is not None and array.size != size:
+        raise ValueError(f"{array.size} values where {size} were expected")
+    return array
+
+
 # ----------------------------------------------------------------------------------------------
 # The transformer
 # ----------------------------------------------------------------------------------------------
@@ -326,14 +339,23 @@ class FeatureBuilder(TransformerMixin, BaseEstimator):
         self.burden_mean_, self.burden_sd_ = _burden_scaling(X)
         common = _common(X, self.burden_mean_, self.burden_sd_)
         self.category_levels_ = {}
+        for name in CATEGORICAL_FEATURES:
+            codes = common[name]
+            seen = set(np.unique(codes[codes >= 0]).tolist())
+            self.category_levels_[name] = tuple(
+                level for code, level in enumerate(CATEGORY_LEVELS[name]) if code in seen
+            )
+        if self.kind == "linear":
+            self._fit_linear(common)
+        self._finish()
+        return self
+
+    def _finish(self) -> None:
+        """Derived state (level maps, spline transformers, output names) of the learned state."""
         self.level_maps_ = {}
         for name in CATEGORICAL_FEATURES:
-            levels = CATEGORY_LEVELS[name]
-            seen = np.zeros(len(levels), dtype=bool)
-            codes = common[name]
-            seen[np.unique(codes[codes >= 0])] = True
-            kept = tuple(level for level, s in zip(levels, seen, strict=True) if s)
-            self.category_levels_[name] = kept
+            kept = set(self.category_levels_[name])
+            seen = np.array([level in kept for level in CATEGORY_LEVELS[name]], dtype=bool)
             # Contract code -> output code (-1 for unseen), with a final slot for missing.
             new_codes = np.cumsum(seen) - 1
             self.level_maps_[name] = np.append(np.where(seen, new_codes, -1), -1)
@@ -344,8 +366,7 @@ class FeatureBuilder(TransformerMixin, BaseEstimator):
                 *CATEGORICAL_FEATURES,
             ]
         else:
-            self._fit_linear(common)
-        return self
+            self._finish_linear()
 
     def _fit_linear(self, common: dict) -> None:
         numeric = [*CONTINUOUS_FEATURES, *BINARY_FEATURES]
@@ -360,18 +381,20 @@ class FeatureBuilder(TransformerMixin, BaseEstimator):
                     knots = _knots(common[name])
                     if knots is not None:
                         self.spline_knots_[name] = knots
+        self.scales_ = {}
+        for name in self.numeric_:
+            if name in CONTINUOUS_FEATURES and name not in self.spline_knots_:
+                filled = self._filled(common, name)
+                sd = float(filled.std())
+                self.scales_[name] = (float(filled.mean()), sd if sd > 1e-9 else 1.0)
+
+    def _finish_linear(self) -> None:
         self.splines_ = {
             name: SplineTransformer(
                 knots=knots, degree=SPLINE_DEGREE, extrapolation="linear", include_bias=False
             ).fit(knots)
             for name, knots in self.spline_knots_.items()
         }
-        self.scales_ = {}
-        for name in self.numeric_:
-            if name in CONTINUOUS_FEATURES and name not in self.splines_:
-                filled = self._filled(common, name)
-                sd = float(filled.std())
-                self.scales_[name] = (float(filled.mean()), sd if sd > 1e-9 else 1.0)
         names = []
         for name in self.numeric_:
             if name in self.splines_:
@@ -468,6 +491,79 @@ class FeatureBuilder(TransformerMixin, BaseEstimator):
         """Output column names, in output order (``input_features`` is ignored)."""
         check_is_fitted(self, "feature_names_out_")
         return np.asarray(self.feature_names_out_, dtype=object)
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        """The fitted state as JSON-able data (missing numbers as None), for `from_dict`."""
+        check_is_fitted(self, "feature_names_out_")
+        state: dict = {
+            "kind": self.kind,
+            "splines": bool(self.splines),
+            "burden_mean": _json_floats(self.burden_mean_),
+            "burden_sd": _json_floats(self.burden_sd_),
+            "category_levels": {k: list(v) for k, v in self.category_levels_.items()},
+        }
+        if self.kind == "linear":
+            state.update(
+                numeric=list(self.numeric_),
+                medians=dict(self.medians_),
+                indicators=list(self.indicators_),
+                spline_knots={k: v.ravel().tolist() for k, v in self.spline_knots_.items()},
+                scales={k: list(v) for k, v in self.scales_.items()},
+            )
+        return state
+
+    @classmethod
+    def from_dict(cls, state: dict) -> FeatureBuilder:
+        """The fitted FeatureBuilder that `to_dict` described.
+
+        Raises
+        ------
+        ValueError
+            The state is not that of a FeatureBuilder of this crsrisk (unknown kind, feature
+            or level, wrong lengths, non-finite numbers).
+        """
+        try:
+            builder = cls(kind=state["kind"], splines=bool(state["splines"]))
+            if builder.kind not in ("tree", "linear"):
+                raise ValueError(f"unknown kind {builder.kind!r}")
+            builder.burden_mean_ = _array(state["burden_mean"], len(DIAGNOSES) + 1)
+            builder.burden_sd_ = _array(state["burden_sd"], len(DIAGNOSES) + 1)
+            levels = state["category_levels"]
+            if set(levels) != set(CATEGORICAL_FEATURES):
+                raise ValueError("the categorical features differ from this crsrisk's")
+            builder.category_levels_ = {}
+            for name in CATEGORICAL_FEATURES:
+                kept = tuple(levels[name])
+                if kept != tuple(x for x in CATEGORY_LEVELS[name] if x in kept):
+                    raise ValueError(f"unknown or unordered levels of {name}")
+                builder.category_levels_[name] = kept
+            if builder.kind == "linear":
+                builder._linear_state(state)
+            builder._finish()
+        except (KeyError, TypeError, ValueError) as exc:
+            detail = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise ValueError(f"not a crsrisk feature builder state ({detail})") from exc
+        return builder
+
+    def _linear_state(self, state: dict) -> None:
+        numeric = [str(n) for n in state["numeric"]]
+        if not set(numeric) <= {*CONTINUOUS_FEATURES, *BINARY_FEATURES}:
+            raise ValueError("unknown numeric feature")
+        self.numeric_ = numeric
+        self.medians_ = {n: float(state["medians"][n]) for n in numeric}
+        self.indicators_ = [str(n) for n in state["indicators"]]
+        self.spline_knots_ = {str(k): _array(v).reshape(-1, 1)
+                              for k, v in state["spline_knots"].items()}
+        self.scales_ = {str(k): (float(m), float(sd)) for k, (m, sd) in state["scales"].items()}
+        if not (set(self.indicators_) | set(self.scales_) | set(self.spline_knots_)
+                <= set(numeric) and set(self.spline_knots_) <= set(SPLINE_FEATURES)):
+            raise ValueError("indicators, knots or scales of features it does not use")
+        numbers = [*self.medians_.values(), *np.ravel(list(self.scales_.values())),
+                   *(x for k in self.spline_knots_.values() for x in k.ravel())]
+        if not np.isfinite(numbers).all():
+            raise ValueError("non-finite medians, scales or knots")
 
 
 # ----------------------------------------------------------------------------------------------

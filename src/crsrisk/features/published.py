@@ -1,9 +1,10 @@
 """Published baseline scores (m-EASIX, EASIX, CAR-HEMATOTOX) and a fitted comparator built on them.
 
-The scores follow shared/literature.md ("Published baseline scores"). Each takes a validated
+The scores follow their publications (cited in each function). Each takes a validated
 baseline table (contract units) and returns one value per row, NaN where the score cannot be
 computed. `ScoreComparator` turns a score into a probability with a logistic regression fitted
-on the training rows only, so that a published score competes with the models on equal terms.
+on the training rows only, so that a published score competes with the models on equal terms;
+its fitted parameters are saved as data (`ScoreComparator.to_dict`).
 """
 
 from __future__ import annotations
@@ -90,8 +91,8 @@ def car_hematotox(df: pd.DataFrame) -> pd.Series:
     """CAR-HEMATOTOX points (Rejeski 2021), 0 to 7; 2 or more is "high".
 
     The score was built to predict haematotoxicity after CAR-T, not CRS: it is a comparator
-    expected to be weak. Its point thresholds are marked "(unverified)" in
-    shared/literature.md (recalled, not read from the paper):
+    expected to be weak. Its point thresholds below are unverified (recalled, not read from
+    the paper):
 
     - platelets (x10^9/L): > 175 = 0, 75 to 175 = 1, < 75 = 2
     - ANC (x10^9/L): < 1.2 = 1
@@ -234,9 +235,55 @@ class ScoreComparator(ClassifierMixin, BaseEstimator):
         self.intercept_ = self.model_.intercept_
         return self
 
+    def to_dict(self) -> dict:
+        """The fitted comparator as JSON-able data, for `from_dict`."""
+        check_is_fitted(self, "coef_")
+        return {
+            "score": self.score,
+            "median": self.median_,
+            "center": self.center_,
+            "scale": self.scale_,
+            "has_indicator": self.has_indicator_,
+            "coef": self.coef_[0].tolist(),
+            "intercept": float(self.intercept_[0]),
+            "classes": self.classes_.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict) -> ScoreComparator:
+        """The fitted comparator that `to_dict` described.
+
+        Raises
+        ------
+        ValueError
+            The state is not that of a comparator of a published score.
+        """
+        try:
+            comparator = cls(score=state["score"])
+            if comparator.score not in PUBLISHED_SCORES:
+                raise ValueError(f"unknown score {comparator.score!r}")
+            comparator.median_ = float(state["median"])
+            comparator.center_ = float(state["center"])
+            comparator.scale_ = float(state["scale"])
+            comparator.has_indicator_ = bool(state["has_indicator"])
+            coef = np.asarray(state["coef"], dtype="float64").reshape(1, -1)
+            if coef.shape[1] != 1 + comparator.has_indicator_:
+                raise ValueError("coefficients do not match the inputs")
+            comparator.coef_ = coef
+            comparator.intercept_ = np.array([float(state["intercept"])])
+            comparator.classes_ = np.asarray(state["classes"])
+            numbers = [comparator.median_, comparator.center_, comparator.scale_,
+                       *coef.ravel(), *comparator.intercept_]
+            if not np.isfinite(numbers).all() or len(comparator.classes_) != 2:
+                raise ValueError("non-finite parameters or not two classes")
+        except (KeyError, TypeError, ValueError) as exc:
+            detail = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise ValueError(f"not a crsrisk score comparator ({detail})") from exc
+        return comparator
+
     def decision_function(self, X: pd.DataFrame) -> np.ndarray:
         """Log-odds of the positive class (``classes_[1]``) for each row of ``X``."""
-        check_is_fitted(self, "model_")
+        check_is_fitted(self, "coef_")
         # Computed directly rather than by the inner model, which refuses zero rows.
         return self._design(X) @ self.coef_[0] + self.intercept_[0]
 

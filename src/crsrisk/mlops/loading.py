@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from crsrisk.config import DEFAULT_MODEL_URI
@@ -52,10 +51,6 @@ def load_model(uri: str | Path = DEFAULT_MODEL) -> RiskModel:
             "models:/NAME/VERSION) nor an exported model folder: check the path, or list the "
             "registered versions with crsrisk models."
         )
-    if model.kind == "xgboost":
-        # Training fixes n_jobs for reproducible fits; a prediction is the same on any number
-        # of threads, so score on every core of this machine.
-        model.estimator.get_booster().set_param({"nthread": os.cpu_count() or 1})
     if getattr(model, "contract_version", None) != CONTRACT_VERSION:
         raise ModelError(
             f"The model {uri} was built for data contract version "

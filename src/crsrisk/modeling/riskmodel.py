@@ -1,7 +1,13 @@
-"""The fitted risk model: features, estimator, calibrator, tiers and planning, as one object.
+"""The fitted risk model: a model adapter, calibrator, tiers and planning, as one object.
 
 Training builds it, the MLflow PythonModel wraps it, batch scoring calls it directly. Its
-``score`` turns validated contract rows into the score table of contract section 5.
+``score`` turns validated contract rows into the score table of contract section 5. What differs
+between model types (XGBoost, logistic regression, a published score) lives in its adapter
+(crsrisk.modeling.adapters); calibration lives in crsrisk.modeling.calibration.
+
+`RiskModel.save` writes data only, never a pickle: ``model.json`` (features, coefficients,
+calibrator, tiers, planning texts, name, version, contract version, info) and, for XGBoost,
+the booster as ``booster.ubj``. `RiskModel.load` refuses a folder holding anything else.
 """
 
 from __future__ import annotations
@@ -11,30 +17,43 @@ import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import xgboost as xgb
-from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
 
 from crsrisk.contract.spec import CONTRACT_VERSION
-from crsrisk.explain.drivers import Contributions, contributions_for, render_drivers
+from crsrisk.errors import ModelError
+from crsrisk.explain.drivers import Contributions, render_drivers
+from crsrisk.modeling.adapters import (
+    BOOSTER_FILE,
+    ModelAdapter,
+    adapter_files,
+    adapter_from_data,
+)
+from crsrisk.modeling.calibration import (
+    PROBABILITY_FLOOR,
+    Calibrator,
+    Recalibrated,
+    calibrator_from_dict,
+)
 
+# PROBABILITY_FLOOR, Calibrator and Recalibrated live in crsrisk.modeling.calibration; they are
+# re-exported here for callers that import them with the model.
 __all__ = [
     "PROBABILITY_FLOOR",
     "DRIVER_SCALE",
     "SCORE_COLUMNS",
     "TIERS",
+    "MODEL_FILE",
+    "FORMAT_VERSION",
     "Calibrator",
     "Recalibrated",
     "Tiers",
     "RiskModel",
 ]
 
-PROBABILITY_FLOOR = 1e-6
 DRIVER_SCALE = "log-odds of the model before calibration"
 SCORE_COLUMNS = (
     "patient_id",
@@ -46,68 +65,11 @@ SCORE_COLUMNS = (
     "model_version",
 )
 TIERS = ("low", "intermediate", "high")
-
-
-class Calibrator:
-    """Maps the model's log-odds margin to a calibrated probability (sigmoid or isotonic)."""
-
-    def __init__(self, method: str = "sigmoid") -> None:
-        self.method = method
-
-    def fit(self, margin: np.ndarray, y: np.ndarray) -> Calibrator:
-        margin = np.asarray(margin, dtype=float).reshape(-1, 1)
-        if self.method == "sigmoid":
-            self.model_ = LogisticRegression(C=1e6, max_iter=1000).fit(margin, y)
-        elif self.method == "isotonic":
-            self.model_ = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(
-                margin.ravel(), y
-            )
-        else:
-            raise ValueError(f"unknown calibration method {self.method!r}")
-        return self
-
-    def predict(self, margin: np.ndarray) -> np.ndarray:
-        margin = np.asarray(margin, dtype=float)
-        if self.method == "sigmoid":
-            coef = float(self.model_.coef_[0, 0])
-            intercept = float(self.model_.intercept_[0])
-            p = 1.0 / (1.0 + np.exp(-(intercept + coef * margin)))
-        else:
-            p = self.model_.predict(margin)
-        return np.clip(p, PROBABILITY_FLOOR, 1.0 - PROBABILITY_FLOOR)
-
-
-class Recalibrated:
-    """A calibrator refitted for a new cohort: ``logit(p) = intercept + slope * logit(base(m))``.
-
-    Logistic recalibration (intercept and slope) composed with the model's existing calibrator,
-    as ``crsrisk recalibrate`` fits it for a new site. ``intercept = 0, slope = 1`` is the base.
-
-    Parameters
-    ----------
-    base
-        The calibrator being updated (a `Calibrator`, or another `Recalibrated`).
-    intercept, slope
-        Of the logistic regression of the new cohort's outcomes on ``logit(base(margin))``.
-    cohort
-        What it was fitted on (a file name or site), for the record.
-    """
-
-    def __init__(self, base: Calibrator | Recalibrated, intercept: float, slope: float,
-                 cohort: str = "") -> None:
-        self.base = base
-        self.intercept = float(intercept)
-        self.slope = float(slope)
-        self.cohort = cohort
-
-    @property
-    def method(self) -> str:
-        return f"{self.base.method} + logistic recalibration"
-
-    def predict(self, margin: np.ndarray) -> np.ndarray:
-        p = self.base.predict(margin)
-        z = self.intercept + self.slope * np.log(p / (1.0 - p))
-        return np.clip(1.0 / (1.0 + np.exp(-z)), PROBABILITY_FLOOR, 1.0 - PROBABILITY_FLOOR)
+MODEL_FILE = "model.json"
+FORMAT = "crsrisk risk model"
+FORMAT_VERSION = 1
+# Every file a saved model may hold; anything else in its folder is refused unread.
+KNOWN_FILES = frozenset({MODEL_FILE, BOOSTER_FILE})
 
 
 @dataclass(frozen=True)
@@ -136,12 +98,26 @@ def _texts(choices: list[str | None], codes: np.ndarray, index: pd.Index) -> pd.
 
 @dataclass
 class RiskModel:
-    """A fitted candidate: ``margin`` (log-odds), ``risk`` (calibrated), ``score`` (table)."""
+    """A fitted candidate: ``margin`` (log-odds), ``risk`` (calibrated), ``score`` (table).
 
-    kind: str
-    features: object | None  # FeatureBuilder, or None for the published-score comparators
-    estimator: object
-    calibrator: Calibrator
+    Parameters
+    ----------
+    adapter
+        The fitted model type (crsrisk.modeling.adapters): margin and contributions.
+    calibrator
+        Margin -> probability (crsrisk.modeling.calibration).
+    tiers, planning
+        Tier thresholds, and the planning text of each tier.
+    top_k
+        Drivers in words per patient.
+    name, version, contract_version
+        As registered, and the data contract version of the training data.
+    info
+        JSON-able facts about the model (candidate, calibration, fingerprints...).
+    """
+
+    adapter: ModelAdapter
+    calibrator: Calibrator | Recalibrated
     tiers: Tiers
     planning: dict[str, str]
     top_k: int = 3
@@ -150,20 +126,20 @@ class RiskModel:
     contract_version: str = CONTRACT_VERSION
     info: dict = field(default_factory=dict)
 
+    @property
+    def kind(self) -> str:
+        """The model type, for display: ``"xgboost"``, ``"logistic"`` or a published score."""
+        return self.adapter.kind
+
     # -- predictions -------------------------------------------------------------------------
 
     def design(self, valid: pd.DataFrame) -> pd.DataFrame:
         """The model matrix for validated contract rows."""
-        return self.features.transform(valid) if self.features is not None else valid
+        return self.adapter.design(valid)
 
     def margin(self, valid: pd.DataFrame, design: pd.DataFrame | None = None) -> np.ndarray:
         """Uncalibrated log-odds."""
-        design = self.design(valid) if design is None else design
-        if self.kind == "xgboost":
-            # In-place prediction skips the DMatrix copy; the margins are identical.
-            booster = self.estimator.get_booster()
-            return booster.inplace_predict(design, predict_type="margin")
-        return np.asarray(self.estimator.decision_function(design), dtype=float)
+        return self.adapter.margin(self.design(valid) if design is None else design)
 
     def risk(self, valid: pd.DataFrame) -> np.ndarray:
         """Calibrated probability of ASTCT grade >= 3 CRS."""
@@ -172,8 +148,8 @@ class RiskModel:
     def contributions(
         self, valid: pd.DataFrame, design: pd.DataFrame | None = None
     ) -> Contributions:
-        """Per-feature contributions to the margin (TreeSHAP or exact linear terms)."""
-        return contributions_for(self, valid, design)
+        """Per-driver contributions to the margin (TreeSHAP, exact linear terms, or the score)."""
+        return self.adapter.contributions(self.design(valid) if design is None else design)
 
     def score(self, valid: pd.DataFrame, drivers: bool = True,
               design: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -207,36 +183,125 @@ class RiskModel:
 
     # -- persistence ---------------------------------------------------------------------------
 
-    def save(self, folder: str | Path) -> Path:
-        """Write the model to ``folder``: booster as UBJSON, the rest with joblib, meta as JSON."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        estimator = self.estimator
-        if self.kind == "xgboost":
-            estimator.get_booster().save_model(folder / "booster.ubj")
-        joblib.dump(self, folder / "risk_model.joblib")
-        (folder / "meta.json").write_text(json.dumps(self.meta(), indent=2, sort_keys=True))
-        return folder
-
-    def meta(self) -> dict:
+    def to_dict(self) -> dict:
+        """Everything but the adapter's binary files, as JSON-able data."""
         return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
             "kind": self.kind,
+            "adapter": self.adapter.state(),
+            "calibrator": self.calibrator.to_dict(),
+            "tiers": {"low": float(self.tiers.low), "high": float(self.tiers.high)},
+            "planning": dict(self.planning),
+            "top_k": int(self.top_k),
             "name": self.name,
             "version": str(self.version),
             "contract_version": self.contract_version,
-            "tiers": {"low": self.tiers.low, "high": self.tiers.high},
+            "info": self.info,
             "drivers_scale": DRIVER_SCALE,
-            "python": platform.python_version(),
-            "xgboost": xgb.__version__,
-            **self.info,
+            "written_with": {"python": platform.python_version(), "xgboost": xgb.__version__},
         }
 
-    @staticmethod
-    def load(folder: str | Path) -> RiskModel:
+    def save(self, folder: str | Path) -> Path:
+        """Write the model to a new or empty ``folder`` as data: ``model.json`` (+ booster).
+
+        Raises
+        ------
+        ModelError
+            ``folder`` already holds files, or ``info`` is not JSON-able.
+        """
         folder = Path(folder)
-        model: RiskModel = joblib.load(folder / "risk_model.joblib")
-        if model.kind == "xgboost":
-            booster = xgb.Booster()
-            booster.load_model(folder / "booster.ubj")
-            model.estimator.get_booster().load_model(bytearray(booster.save_raw("ubj")))
-        return model
+        if folder.is_dir() and any(folder.iterdir()):
+            raise ModelError(f"{folder} already holds files: save the model into a new folder.")
+        try:
+            text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"The model cannot be saved as JSON ({exc}): keep its info to "
+                             "text, numbers, lists and dicts.") from exc
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, content in self.adapter.files().items():
+            (folder / name).write_bytes(content)
+        # Written last: a folder without it is an incomplete save, refused by load.
+        (folder / MODEL_FILE).write_text(text, encoding="utf-8")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> RiskModel:
+        """The model `save` wrote to ``folder``, scoring bit for bit as the saved one.
+
+        Nothing in the folder is executed: any file other than ``model.json`` and the files
+        of its model type is refused before anything is read.
+
+        Raises
+        ------
+        ModelError
+            The folder holds a file a model does not have, lacks one, or its content is not
+            that of a crsrisk model of this format.
+        """
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise ModelError(f"{folder} is not a folder: give the folder a crsrisk model was "
+                             "saved to.")
+        present = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+        _refuse_unexpected(folder, present, KNOWN_FILES)
+        if MODEL_FILE not in present:
+            raise ModelError(f"{folder} lacks {MODEL_FILE}: it is not a saved crsrisk model, "
+                             "or its save was interrupted; save or export the model again.")
+        where = folder / MODEL_FILE
+        try:
+            document = json.loads(where.read_text(encoding="utf-8"))
+            kind = _check_format(document)
+            expected = {MODEL_FILE, *adapter_files(kind)}
+            _refuse_unexpected(folder, present, expected)
+            missing = sorted(expected - set(present))
+            if missing:
+                raise ModelError(f"{folder} lacks {missing[0]}, which a {kind} model needs: "
+                                 "save or export the model again.")
+            files = {name: (folder / name).read_bytes() for name in adapter_files(kind)}
+            return cls(
+                adapter=adapter_from_data(kind, document["adapter"], files),
+                calibrator=calibrator_from_dict(document["calibrator"]),
+                tiers=_tiers(document["tiers"]),
+                planning={str(k): str(v) for k, v in document["planning"].items()},
+                top_k=int(document["top_k"]),
+                name=str(document["name"]),
+                version=str(document["version"]),
+                contract_version=str(document["contract_version"]),
+                info=dict(document["info"]),
+            )
+        except ModelError:
+            raise
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError,
+                AttributeError) as exc:
+            detail = str(exc).rstrip(".").replace("\n", " ")
+            raise ModelError(f"{where} is not a valid crsrisk model ({type(exc).__name__}: "
+                             f"{detail}): save or export the model again.") from exc
+
+
+def _refuse_unexpected(folder: Path, present: list[str], expected: set[str] | frozenset) -> None:
+    unexpected = [name for name in present if name not in expected]
+    if unexpected:
+        raise ModelError(
+            f"{folder / unexpected[0]} is not part of a saved crsrisk model, which holds only "
+            f"{' and '.join(sorted(expected))}: nothing was loaded; remove it, or save or "
+            "export the model again."
+        )
+
+
+def _check_format(document: object) -> str:
+    """The model type of a model.json document of a format this crsrisk reads."""
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise ValueError("it is not a crsrisk risk model")
+    version = document.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(f"format version {version!r}, this crsrisk reads {FORMAT_VERSION}")
+    kind = document.get("kind")
+    adapter_files(kind)  # an unknown model type raises here
+    return kind
+
+
+def _tiers(data: dict) -> Tiers:
+    low, high = float(data["low"]), float(data["high"])
+    if not 0.0 <= low <= high <= 1.0:
+        raise ValueError(f"tiers low {low} and high {high} are not 0 <= low <= high <= 1")
+    return Tiers(low=low, high=high)

@@ -24,7 +24,9 @@ from crsrisk.errors import CrsriskError
 from crsrisk.evaluation.metrics import bootstrap_metrics, point_metrics
 from crsrisk.features.builder import FeatureBuilder
 from crsrisk.features.published import ScoreComparator
-from crsrisk.modeling.riskmodel import Calibrator, RiskModel, Tiers
+from crsrisk.modeling.adapters import fitted_adapter
+from crsrisk.modeling.calibration import Calibrator
+from crsrisk.modeling.riskmodel import RiskModel, Tiers
 
 __all__ = [
     "COMPARATORS",
@@ -284,12 +286,6 @@ def choose_tiers(risk: np.ndarray, y: np.ndarray, config: TrainConfig) -> Tiers:
     return Tiers(low=min(low, high), high=high)
 
 
-def _fit_parts(estimator) -> tuple[object | None, object]:
-    if isinstance(estimator, Pipeline):
-        return estimator.named_steps["features"], estimator.named_steps["model"]
-    return None, estimator
-
-
 def fit_candidate(
     name: str,
     valid: pd.DataFrame,
@@ -315,16 +311,11 @@ def fit_candidate(
         "cv_brier": float(np.mean((oof_risk - y) ** 2)),
         **{f"cv_log_loss_{m}": s for m, s in cal_scores.items()},
     }
-    fitted = clone(estimator).fit(valid, y)
-    features, model = _fit_parts(fitted)
-    kind = name if name in ("xgboost", "logistic") else name
     risk_model = RiskModel(
-        kind=kind,
-        features=features,
-        estimator=model,
+        adapter=fitted_adapter(name, clone(estimator).fit(valid, y)),
         calibrator=Calibrator(method).fit(margin, y),
         tiers=choose_tiers(oof_risk, y, config),
-        planning={},
+        planning=planning_texts(config),
         top_k=config.drivers_top_k,
         name=config.tracking.model_name,
         info={"candidate": name, "calibration": method},
@@ -353,12 +344,10 @@ def train_models(
     train, test = valid.loc[train_index], valid.loc[test_index]
     y_train, y_test = y_all.loc[train_index].to_numpy(), y_all.loc[test_index].to_numpy()
     folds = cv_folds(train, y_all.loc[train_index], config)
-    planning = planning_texts(config)
     results = []
     for name in config.candidates:
         start = time.perf_counter()
         result = fit_candidate(name, train, y_train, folds, config)
-        result.model.planning = planning
         result.test_risk = result.model.risk(test)
         result.test_metrics = point_metrics(y_test, result.test_risk)
         results.append(result)

@@ -1,0 +1,271 @@
+"""One adapter per model type: the margin (log-odds), its contributions, and the model as data.
+
+A `RiskModel` holds one of these and never asks which it is:
+
+- `XGBoostAdapter`: tree features and an XGBoost booster; contributions by TreeSHAP (the
+  booster's ``pred_contribs``); saved as the booster's UBJSON and the features as JSON.
+- `LogisticAdapter`: linear features and the coefficients of a penalised logistic regression;
+  contributions are the exact linear terms; saved as JSON.
+- `ScoreAdapter`: a published score (m-EASIX, EASIX, CAR-HEMATOTOX) turned into log-odds by a
+  logistic regression; its single driver is the score itself; saved as JSON.
+
+Every adapter writes ``state()`` (JSON-able) and ``files()`` (name -> bytes, only the booster
+today) and is rebuilt by `adapter_from_data`; nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import ClassVar, Protocol
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+from sklearn.pipeline import Pipeline
+
+from crsrisk.explain.drivers import (
+    LINEAR_METHOD,
+    SCORE_METHOD,
+    TREE_METHOD,
+    CohortTerms,
+    Contributions,
+    contributions_of,
+    tree_shap_values,
+)
+from crsrisk.features.builder import FeatureBuilder
+from crsrisk.features.published import PUBLISHED_SCORES, ScoreComparator
+
+__all__ = [
+    "BOOSTER_FILE",
+    "ModelAdapter",
+    "XGBoostAdapter",
+    "LogisticAdapter",
+    "ScoreAdapter",
+    "adapter_files",
+    "adapter_from_data",
+    "fitted_adapter",
+]
+
+BOOSTER_FILE = "booster.ubj"
+
+
+class ModelAdapter(Protocol):
+    """What a RiskModel needs of a fitted model type."""
+
+    kind: str  # a name for display: "xgboost", "logistic", or the published score's name
+
+    def design(self, valid: pd.DataFrame) -> pd.DataFrame:
+        """The model matrix of validated contract rows."""
+
+    def margin(self, design: pd.DataFrame) -> np.ndarray:
+        """Log-odds before calibration, one per row."""
+
+    def contributions(self, design: pd.DataFrame) -> Contributions:
+        """Per driver group contributions to the margin, for drivers in words."""
+
+    def cohort_terms(self, design: pd.DataFrame) -> CohortTerms:
+        """Contributions over a cohort, for global explanations."""
+
+    def state(self) -> dict:
+        """The fitted model as JSON-able data."""
+
+    def files(self) -> dict[str, bytes]:
+        """Binary parts of the fitted model (file name -> content), saved beside the JSON."""
+
+
+class XGBoostAdapter:
+    """Gradient-boosted trees: `FeatureBuilder` (tree) features into an XGBoost booster."""
+
+    kind = "xgboost"
+    FILES: ClassVar[tuple[str, ...]] = (BOOSTER_FILE,)
+
+    def __init__(self, features: FeatureBuilder, booster: xgb.Booster) -> None:
+        self.features = features
+        self.booster = booster
+
+    def design(self, valid: pd.DataFrame) -> pd.DataFrame:
+        return self.features.transform(valid)
+
+    def margin(self, design: pd.DataFrame) -> np.ndarray:
+        # In-place prediction skips the DMatrix copy; the margins are identical.
+        return self.booster.inplace_predict(design, predict_type="margin")
+
+    def contributions(self, design: pd.DataFrame) -> Contributions:
+        matrix = xgb.DMatrix(design, enable_categorical=True)
+        raw = self.booster.predict(matrix, pred_contribs=True)
+        return contributions_of(raw[:, :-1], list(design.columns), raw[:, -1], design.index)
+
+    def cohort_terms(self, design: pd.DataFrame) -> CohortTerms:
+        values, base = tree_shap_values(self.booster, design)
+        return CohortTerms(values, list(design.columns), base, TREE_METHOD)
+
+    def state(self) -> dict:
+        return {"features": self.features.to_dict()}
+
+    def files(self) -> dict[str, bytes]:
+        return {BOOSTER_FILE: bytes(self.booster.save_raw("ubj"))}
+
+    @classmethod
+    def from_data(cls, state: dict, files: dict[str, bytes]) -> XGBoostAdapter:
+        booster = xgb.Booster()
+        try:
+            booster.load_model(bytearray(files[BOOSTER_FILE]))
+        except xgb.core.XGBoostError as exc:
+            raise ValueError(f"{BOOSTER_FILE} is not an XGBoost model") from exc
+        features = _features(state, "tree")
+        if booster.feature_names != list(features.feature_names_out_):
+            raise ValueError(f"the features of {BOOSTER_FILE} are not those of the model's "
+                             "feature builder")
+        # Training fixes the threads for reproducible fits; a prediction is the same on any
+        # number of threads, so a loaded model scores on every core of this machine.
+        booster.set_param({"nthread": os.cpu_count() or 1})
+        return cls(features, booster)
+
+
+class LogisticAdapter:
+    """Penalised logistic regression on `FeatureBuilder` (linear) features."""
+
+    kind = "logistic"
+    FILES: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, features: FeatureBuilder, coef: np.ndarray, intercept: float) -> None:
+        self.features = features
+        self.coef = np.asarray(coef, dtype="float64").ravel()
+        self.intercept = float(intercept)
+        if self.coef.size != len(features.feature_names_out_):
+            raise ValueError(f"{self.coef.size} coefficients for "
+                             f"{len(features.feature_names_out_)} features")
+        if not (np.isfinite(self.coef).all() and np.isfinite(self.intercept)):
+            raise ValueError("the coefficients must be finite")
+
+    def design(self, valid: pd.DataFrame) -> pd.DataFrame:
+        return self.features.transform(valid)
+
+    def margin(self, design: pd.DataFrame) -> np.ndarray:
+        # The product scikit-learn's decision_function computes, so the margins are its own.
+        x = np.asarray(design, dtype="float64")
+        return (x @ self.coef.reshape(-1, 1) + np.array([self.intercept])).reshape(-1)
+
+    def _terms(self, design: pd.DataFrame) -> np.ndarray:
+        return np.asarray(design, dtype="float64") * self.coef
+
+    def contributions(self, design: pd.DataFrame) -> Contributions:
+        base = np.full(len(design), self.intercept)
+        return contributions_of(self._terms(design), list(design.columns), base, design.index)
+
+    def cohort_terms(self, design: pd.DataFrame) -> CohortTerms:
+        terms = self._terms(design)
+        centre = terms.mean(axis=0)
+        return CohortTerms(terms - centre, list(design.columns),
+                           float(self.intercept + centre.sum()), LINEAR_METHOD)
+
+    def state(self) -> dict:
+        return {"features": self.features.to_dict(), "coef": self.coef.tolist(),
+                "intercept": self.intercept}
+
+    def files(self) -> dict[str, bytes]:
+        return {}
+
+    @classmethod
+    def from_data(cls, state: dict, files: dict[str, bytes]) -> LogisticAdapter:
+        return cls(_features(state, "linear"), np.asarray(state["coef"], dtype="float64"),
+                   float(state["intercept"]))
+
+
+class ScoreAdapter:
+    """A published score as a model: its `ScoreComparator` log-odds; one driver, the score."""
+
+    FILES: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, comparator: ScoreComparator) -> None:
+        self.comparator = comparator
+        self.kind = comparator.score
+
+    def design(self, valid: pd.DataFrame) -> pd.DataFrame:
+        return valid  # the comparator computes its score from the contract columns
+
+    def margin(self, design: pd.DataFrame) -> np.ndarray:
+        return self.comparator.decision_function(design)
+
+    def contributions(self, design: pd.DataFrame) -> Contributions:
+        margin = self.margin(design)
+        return contributions_of(margin.reshape(-1, 1), [self.kind], np.zeros(len(margin)),
+                                design.index)
+
+    def cohort_terms(self, design: pd.DataFrame) -> CohortTerms:
+        margin = self.margin(design)
+        data = pd.DataFrame({self.kind: margin}, index=design.index)
+        return CohortTerms((margin - margin.mean()).reshape(-1, 1), [self.kind],
+                           float(margin.mean()), SCORE_METHOD, data)
+
+    def state(self) -> dict:
+        return {"comparator": self.comparator.to_dict()}
+
+    def files(self) -> dict[str, bytes]:
+        return {}
+
+    @classmethod
+    def from_data(cls, state: dict, files: dict[str, bytes]) -> ScoreAdapter:
+        return cls(ScoreComparator.from_dict(state["comparator"]))
+
+
+def _features(state: dict, kind: str) -> FeatureBuilder:
+    features = FeatureBuilder.from_dict(state["features"])
+    if features.kind != kind:
+        raise ValueError(f"{kind} features expected, {features.kind} found")
+    return features
+
+
+_ADAPTERS: dict[str, type] = {
+    "xgboost": XGBoostAdapter,
+    "logistic": LogisticAdapter,
+    **{score: ScoreAdapter for score in PUBLISHED_SCORES},
+}
+
+
+def adapter_files(kind: str) -> tuple[str, ...]:
+    """The binary files a saved model of ``kind`` has besides its JSON.
+
+    Raises
+    ------
+    ValueError
+        ``kind`` is not a model type of this crsrisk.
+    """
+    if kind not in _ADAPTERS:
+        raise ValueError(f"unknown model type {kind!r}")
+    return _ADAPTERS[kind].FILES
+
+
+def adapter_from_data(kind: str, state: dict, files: dict[str, bytes]) -> ModelAdapter:
+    """The adapter that ``state()`` and ``files()`` described.
+
+    Raises
+    ------
+    ValueError, KeyError, TypeError
+        The data does not describe a model of ``kind`` of this crsrisk.
+    """
+    adapter = _ADAPTERS[kind].from_data(state, files)
+    if adapter.kind != kind:
+        raise ValueError(f"the data is that of a {adapter.kind} model, not {kind}")
+    return adapter
+
+
+def fitted_adapter(candidate: str, estimator: Pipeline | ScoreComparator) -> ModelAdapter:
+    """The adapter of a candidate as training fits it (see crsrisk.modeling.train).
+
+    Parameters
+    ----------
+    candidate
+        ``"xgboost"``, ``"logistic"`` or a published score's name.
+    estimator
+        The fitted estimator: a Pipeline of ``features`` and ``model`` steps, or, for a
+        published score, its fitted `ScoreComparator`.
+    """
+    if candidate in PUBLISHED_SCORES:
+        return ScoreAdapter(estimator)
+    features, model = estimator.named_steps["features"], estimator.named_steps["model"]
+    if candidate == "xgboost":
+        return XGBoostAdapter(features, model.get_booster())
+    if candidate == "logistic":
+        return LogisticAdapter(features, model.coef_, float(model.intercept_[0]))
+    raise ValueError(f"unknown candidate {candidate!r}")
