@@ -373,3 +373,46 @@ def test_unknown_registered_version_is_one_sentence(trained, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained.uri)
     with pytest.raises(ModelError, match="could not be loaded"):
         load_model("models:/crs-severe/99")
+
+
+# ------------------------------------------------------------------------------------------
+# The same bits for every chunk size
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def logistic_model(trained, tmp_path_factory):
+    """The penalised logistic candidate, fitted on the training cohort (not registered)."""
+    from crsrisk.contract.grading import resolve_labels
+    from crsrisk.contract.validate import validate
+    from crsrisk.modeling.train import train_models
+    from tests.conftest import fast_config
+
+    config = fast_config(tmp_path_factory.mktemp("logistic"), candidates=("logistic",))
+    valid = validate(trained.cohort.baseline).valid
+    result = train_models(valid, resolve_labels(valid, None).severe, config)
+    return result.selected.model
+
+
+@pytest.mark.parametrize("which", ["xgboost", "logistic"])
+def test_risk_bits_do_not_depend_on_chunk_size(tmp_path, model, logistic_model, which):
+    # BLAS blocked the logistic product by chunk length: sizes 1, 7 and 13 changed the last
+    # bits of some risks. Every chunk size must give the very same float64 values.
+    from crsrisk.scoring.core import DEFAULT_CHUNK_SIZE
+    from crsrisk.simulate.cohort import simulate_cohort
+
+    scorer = model if which == "xgboost" else logistic_model
+    table = simulate_cohort(300, seed=23).baseline.drop(columns=["crs_max_grade",
+                                                                 "crs_grading_scale"])
+    source = tmp_path / "in.parquet"
+    write_table(table, source)
+    risks = {}
+    for chunk_size in (DEFAULT_CHUNK_SIZE, 1, 7, 13, 7777):
+        out = tmp_path / f"s{chunk_size}.parquet"
+        score_file(source, out, model=scorer, chunk_size=chunk_size, drivers=False,
+                   progress=False)
+        risks[chunk_size] = read_table(out)["risk"].to_numpy(dtype=np.float64)
+    reference = risks.pop(DEFAULT_CHUNK_SIZE)
+    assert len(reference) == len(table)
+    for chunk_size, risk in risks.items():
+        assert np.array_equal(risk, reference), f"chunk size {chunk_size} changed some risks"

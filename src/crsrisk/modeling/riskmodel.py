@@ -134,6 +134,20 @@ def _texts(choices: list[str | None], codes: np.ndarray, index: pd.Index) -> pd.
     return pd.Series(taken.to_pandas(), dtype="str").set_axis(index)
 
 
+def _linear_margin(estimator: object, design: pd.DataFrame) -> np.ndarray:
+    """``intercept + design @ coef``, added term by term in a fixed order for every row.
+
+    BLAS (``decision_function``) blocks the product by the number of rows, so one row's margin
+    would change in its last bits with the chunk it is scored in.
+    """
+    x = np.asarray(design, dtype=np.float64)
+    coef = np.asarray(estimator.coef_, dtype=np.float64).ravel()
+    margin = np.full(len(x), float(np.ravel(estimator.intercept_)[0]))
+    for j in range(x.shape[1]):
+        margin += x[:, j] * coef[j]
+    return margin
+
+
 @dataclass
 class RiskModel:
     """A fitted candidate: ``margin`` (log-odds), ``risk`` (calibrated), ``score`` (table)."""
@@ -163,6 +177,8 @@ class RiskModel:
             # In-place prediction skips the DMatrix copy; the margins are identical.
             booster = self.estimator.get_booster()
             return booster.inplace_predict(design, predict_type="margin")
+        if self.kind == "logistic":
+            return _linear_margin(self.estimator, design)
         return np.asarray(self.estimator.decision_function(design), dtype=float)
 
     def risk(self, valid: pd.DataFrame) -> np.ndarray:
