@@ -27,7 +27,8 @@ from typer.testing import CliRunner
 from crsrisk.cli import app
 from crsrisk.io import read_table
 from crsrisk.mlops.export import export_model
-from crsrisk.scoring.core import DEFAULT_CHUNK_SIZE, ScoreSummary
+from crsrisk.scoring.core import DEFAULT_CHUNK_SIZE
+from crsrisk.scoring.outputs import ScoreSummary
 from tests.conftest import baseline_frame
 
 runner = CliRunner()

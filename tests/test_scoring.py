@@ -29,7 +29,8 @@ from crsrisk.errors import ContractError
 from crsrisk.io import read_table, write_table
 from crsrisk.mlops.loading import ModelError, load_model
 from crsrisk.modeling.riskmodel import SCORE_COLUMNS, TIERS
-from crsrisk.scoring.core import score, score_file, score_frame
+from crsrisk.scoring.batch import score_file
+from crsrisk.scoring.core import score, score_frame
 from tests.conftest import baseline_frame
 
 

@@ -106,7 +106,7 @@ def assert_same_rejected(pandas_rejected, spark_rejected) -> None:
 
 
 def both_engines(tmp_path, source, risk_model, out_ext: str, **options):
-    from crsrisk.scoring.core import score_file
+    from crsrisk.scoring.batch import score_file
     from crsrisk.scoring.spark import score_file_spark
 
     paths = {

@@ -51,6 +51,17 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def _notes_said() -> Iterator[None]:
+    """Say the notes of a failure (e.g. an earlier output removed) before its error line."""
+    try:
+        yield
+    except CrsriskError as exc:
+        for note in getattr(exc, "__notes__", ()):
+            say(f"note: {note}")
+        raise
+
+
 @app.command()
 @user_errors
 def score(
@@ -78,13 +89,13 @@ def score(
     ] = None,
 ) -> None:
     """Per-patient risk, tier, drivers, planning. Exit 0 all scored, 1 rejected, 2 unusable."""
-    with _sigterm_as_interrupt():
+    with _sigterm_as_interrupt(), _notes_said():
         if engine is Engine.spark:
             summary = _score_on_spark(input, out, model=model, rejected=rejected,
                                       drivers=drivers, master=master, mapping=mapping,
                                       chunk_size=chunk_size)
         else:
-            from crsrisk.scoring.core import score_file
+            from crsrisk.scoring.batch import score_file
 
             summary = score_file(input, out, model=model, rejected_path=rejected,
                                  drivers=drivers, chunk_size=chunk_size, mapping=mapping,
@@ -93,7 +104,7 @@ def score(
         say(f"warning: {warning}")
     say(summary.line())
     if summary.n_rejected:
-        from crsrisk.scoring.core import sibling_path
+        from crsrisk.scoring.outputs import sibling_path
 
         rejected_path = rejected or sibling_path(out, "rejected")
         say(f"{summary.n_rejected:,} rows rejected: see {rejected_path}")
