@@ -118,7 +118,7 @@ def score_file(
     check_chunk_size(chunk_size)
     input_path, out = Path(input_path), Path(out)
     rejected_path = Path(rejected_path) if rejected_path else sibling_path(out, "rejected")
-    check_outputs(input_path, out, rejected_path)
+    check_outputs(input_path, out, rejected_path, mapping)
     with no_stale_outputs(out, rejected_path):
         risk_model, site_mapping = resolve_model_and_mapping(model, mapping)
         show = sys.stderr.isatty() if progress is None else progress

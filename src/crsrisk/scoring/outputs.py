@@ -82,12 +82,15 @@ def check_chunk_size(chunk_size: int) -> None:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
 
 
-def check_outputs(input_path: Path, out: Path, rejected_path: Path) -> None:
-    """Before any work: known table formats, no output over the input or over the other output,
-    and the temporary files of a killed earlier run removed."""
+def check_outputs(input_path: Path, out: Path, rejected_path: Path,
+                  mapping: object = None) -> None:
+    """Before any work: known table formats, no output over an input (the table, a mapping
+    file) or over the other output, and the temporary files of a killed earlier run removed."""
     for path in (input_path, out, rejected_path):
         table_format(path)
-    check_distinct_paths({"input": input_path}, {"--out": out, "--rejected": rejected_path})
+    mapping_file = mapping if isinstance(mapping, (str, Path)) else None
+    check_distinct_paths({"input": input_path, "--mapping": mapping_file},
+                         {"--out": out, "--rejected": rejected_path})
     for path in (out, rejected_path):
         remove_stale_temporaries(path)
 

@@ -416,7 +416,7 @@ def score_file_spark(
     check_chunk_size(chunk_size)
     input_path, out = Path(input_path), Path(out)
     rejected_path = Path(rejected_path) if rejected_path else sibling_path(out, "rejected")
-    check_outputs(input_path, out, rejected_path)
+    check_outputs(input_path, out, rejected_path, mapping)
     with no_stale_outputs(out, rejected_path):
         summary = _score_file_on_spark(input_path, out, rejected_path, model, mapping, drivers,
                                        master, chunk_size, timings, start)
