@@ -417,3 +417,55 @@ def test_risk_bits_do_not_depend_on_chunk_size(tmp_path, model, logistic_model, 
     assert len(reference) == len(table)
     for chunk_size, risk in risks.items():
         assert np.array_equal(risk, reference), f"chunk size {chunk_size} changed some risks"
+
+
+# ------------------------------------------------------------------------------------------
+# Both engines refuse and clean up alike (scoring.outputs); none of this starts Spark
+# ------------------------------------------------------------------------------------------
+
+
+def _engine(name: str):
+    if name == "pandas":
+        return score_file
+    from crsrisk.scoring.spark import score_file_spark
+
+    def on_spark(source, out, **options):
+        return score_file_spark(source, out, model=options.pop("model"),
+                                rejected_path=options.pop("rejected_path", None),
+                                drivers=False, master="local[1]", mapping=None, **options)
+    return on_spark
+
+
+@pytest.mark.parametrize("engine", ["pandas", "spark"])
+def test_engines_refuse_outputs_over_the_input_and_bad_chunk_sizes(tmp_path, model, engine):
+    run = _engine(engine)
+    source = tmp_path / "in.csv"
+    baseline_frame().to_csv(source, index=False)
+    before = source.read_bytes()
+    (tmp_path / "link.csv").symlink_to(source)
+    with pytest.raises(ContractError, match="overwrite the input"):
+        run(source, tmp_path / "link.csv", model=model)
+    with pytest.raises(ContractError, match="overwrite the input"):
+        run(source, tmp_path / "s.csv", model=model, rejected_path=source)
+    with pytest.raises(ContractError, match="their own file"):
+        run(source, tmp_path / "a.csv", model=model, rejected_path=tmp_path / "a.csv")
+    with pytest.raises(ValueError, match="chunk_size must be at least 1"):
+        run(source, tmp_path / "s.csv", model=model, chunk_size=0)
+    assert source.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "link.csv"]
+
+
+@pytest.mark.parametrize("engine", ["pandas", "spark"])
+def test_engines_remove_a_killed_runs_temporaries_and_stale_outputs(tmp_path, engine):
+    run = _engine(engine)
+    source, out = tmp_path / "in.csv", tmp_path / "s.csv"
+    baseline_frame().to_csv(source, index=False)
+    dead = 2**22 + 12345  # above Linux's default pid_max: no such process
+    leftover = tmp_path / f".s.csv.{dead}.abc.tmp"
+    leftover.write_text("partial")
+    out.write_text("yesterday's scores")
+    with pytest.raises(ModelError) as failed:
+        run(source, out, model=tmp_path / "no-such-model")
+    assert not leftover.exists()
+    assert not out.exists()  # a failed run leaves no earlier score file to be taken for its own
+    assert any("left by an earlier run" in note for note in failed.value.__notes__)

@@ -350,7 +350,7 @@ def check_distinct_paths(
                 )
         if real in written:
             raise ContractError(
-                f"{written[real]} and {name} are both {path}: give each output its own file."
+                f"{written[real]} and {name} are both {path}: give them their own file each."
             )
         written[real] = name
 
