@@ -226,10 +226,11 @@ def test_failure_mid_run_leaves_no_output(tmp_path, model, monkeypatch):
 
     original = type(model).score
     monkeypatch.setattr(type(model), "score", failing)
-    with pytest.raises(RuntimeError, match="disk full"):
+    with pytest.raises(RuntimeError, match="disk full") as failed:
         score_file(source, out, model=model, chunk_size=5)
-    assert out.read_text() == "yesterday's scores\n"  # untouched, not half-new
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "s.csv"]
+    # Nothing half-new, and yesterday's scores are gone rather than taken for today's (issue 15).
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+    assert any(f"{out}, left by an earlier run, was removed" in n for n in failed.value.__notes__)
 
 
 def test_stale_temporary_files_of_killed_runs_are_removed(tmp_path, model):
