@@ -56,7 +56,7 @@ def _notes_said() -> Iterator[None]:
     """Say the notes of a failure (e.g. an earlier output removed) before its error line."""
     try:
         yield
-    except CrsriskError as exc:
+    except (CrsriskError, KeyboardInterrupt) as exc:
         for note in getattr(exc, "__notes__", ()):
             say(f"note: {note}")
         raise
