@@ -157,7 +157,7 @@ def spark_session(
 def uri(path: Path) -> str:
     # An explicit file: URI, so that a cluster whose default file system is HDFS reads the path
     # the user gave, on a file system shared by driver and executors.
-    return path.resolve().asuri()
+    return path.resolve().as_uri()
 
 
 def _check_utf8(path: Path) -> None:
