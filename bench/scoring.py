@@ -49,7 +49,7 @@ from crsrisk.mlops.loading import load_model
 from crsrisk.mlops.registry import connect
 from crsrisk.mlops.tracking import log_and_register
 from crsrisk.modeling.train import train_models
-from crsrisk.scoring.core import DEFAULT_CHUNK_SIZE, score_file
+from crsrisk.scoring.batch import DEFAULT_CHUNK_SIZE, score_file
 from crsrisk.simulate.cohort import simulate_cohort
 
 TARGETS = {False: 0.5, True: 0.7}
@@ -108,7 +108,7 @@ def report():
         kib = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
     sys.stderr.write(f"\\nVmHWM_KiB {kib}\\n")
 atexit.register(report)
-from crsrisk.cli.app import app
+from crsrisk.cli import app
 app(prog_name="crsrisk")
 """
 

@@ -4,7 +4,7 @@
 
 Simulates N patients (with ~1 % invalid rows) into one Parquet file, trains and registers a
 small XGBoost model in a temporary tracking store, then scores the file with
-``crsrisk.scoring.core.score_file`` (pandas engine, one process) and
+``crsrisk.scoring.batch.score_file`` (pandas engine, one process) and
 ``crsrisk.scoring.spark.score_file_spark`` (Spark, ``--master``), and prints rows/s for each and
 their
 ratio. Both outputs are checked to be equal before any figure is printed.
@@ -212,7 +212,7 @@ def score_both(
 
     Returns the pandas engine's summary, each engine's seconds and their comparison.
     """
-    from crsrisk.scoring.core import score_file
+    from crsrisk.scoring.batch import score_file
     from crsrisk.scoring.spark import score_file_spark
 
     p_out, p_rej = folder / f"pandas-{name}.parquet", folder / f"pandas-{name}.rejected.csv"

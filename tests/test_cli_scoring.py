@@ -27,7 +27,8 @@ from typer.testing import CliRunner
 from crsrisk.cli import app
 from crsrisk.io import read_table
 from crsrisk.mlops.export import export_model
-from crsrisk.scoring.core import DEFAULT_CHUNK_SIZE, ScoreSummary
+from crsrisk.scoring.core import DEFAULT_CHUNK_SIZE
+from crsrisk.scoring.outputs import ScoreSummary
 from tests.conftest import baseline_frame
 
 runner = CliRunner()
@@ -253,3 +254,77 @@ def test_stratify_problems_exit_2_in_one_sentence(tmp_path, model_dir, args, tab
     assert not (tmp_path / "s.csv").exists()
     if table is not None:
         assert len(read_table(tmp_path / "s.rejected.csv")) == 3
+
+
+# ------------------------------------------------------------------------------------------
+# No output over an input, in any command; no stale output
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [
+    ["validate", "{input}", "--rejected", "{input}"],
+    ["validate", "{input}", "--rejected", "{link}"],  # the same file through a symlink
+    ["score", "{input}", "--out", "{relative}", "--model", "{model}"],
+    ["score", "{input}", "--out", "s.csv", "--rejected", "{input}", "--model", "{model}"],
+    ["stratify", "{input}", "--out", "{input}", "--model", "{model}"],
+    ["stratify", "{input}", "--out", "p.csv", "--summary", "{input}", "--model", "{model}"],
+    ["evaluate", "--data", "{input}", "--out", "{json}", "--model", "{model}", "--no-log"],
+    ["report", "--out", "{html}", "--data", "{html}", "--model", "{model}"],
+    ["export", "--model", "{model}", "--out", "{model}"],
+])
+def test_no_command_writes_over_its_input(tmp_path, model_dir, command, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    source = write(tmp_path, baseline_frame(2))
+    (tmp_path / "link.csv").symlink_to(source)
+    json_in, html_in = tmp_path / "m.json", tmp_path / "r.html"
+    json_in.write_text("{}")
+    html_in.write_text("<html></html>")
+    before = {p: p.read_bytes() for p in (source, json_in, html_in)}
+    model_files = sorted(p.name for p in model_dir.iterdir())
+    places = {"input": source, "link": tmp_path / "link.csv", "relative": "./in.csv",
+              "model": model_dir, "json": json_in, "html": html_in}
+    if command[0] == "evaluate":  # --data is the json file: same path as --out
+        places["input"] = json_in
+    result = run(*[part.format(**places) for part in command])
+    assert result.exit_code == 2, result.output
+    assert "would overwrite" in result.output or "are both" in result.output, result.output
+    assert {p: p.read_bytes() for p in before} == before
+    assert sorted(p.name for p in model_dir.iterdir()) == model_files
+
+
+def test_every_row_rejected_removes_the_old_scores(tmp_path, model_dir):
+    # Yesterday's scores.csv beside today's rejected table would be taken for today's scores.
+    out, rejected = tmp_path / "scores.csv", tmp_path / "scores.rejected.csv"
+    good = write(tmp_path, baseline_frame(1), "good.csv")
+    assert run("score", good, "--out", out, "--model", model_dir).exit_code == 0
+    assert out.exists()
+    bad = write(tmp_path, baseline_frame(1, age_years=["150"] * 3), "bad.csv")
+    result = run("score", bad, "--out", out, "--model", model_dir)
+    assert result.exit_code == 2
+    assert not out.exists()
+    assert f"{out}, left by an earlier run, was removed" in " ".join(result.output.split())
+    assert len(read_table(rejected)) == 3
+
+
+def test_a_failed_run_removes_the_old_outputs(tmp_path, model_dir):
+    out, rejected = tmp_path / "scores.parquet", tmp_path / "scores.rejected.csv"
+    good = write(tmp_path, baseline_frame(1), "good.csv")
+    assert run("score", good, "--out", out, "--model", model_dir).exit_code == 0
+    broken = tmp_path / "broken.csv"
+    broken.write_text("patient_id,age_years\nP1,50\n")  # found unusable while reading
+    result = run("score", broken, "--out", out, "--model", model_dir)
+    assert result.exit_code == 2
+    assert not out.exists() and not rejected.exists()
+    assert "note:" in result.output and "left by an earlier run" in result.output
+
+
+def test_stratify_every_row_rejected_removes_the_old_strata(tmp_path, model_dir):
+    out, summary = tmp_path / "p.csv", tmp_path / "p.summary.csv"
+    good = write(tmp_path, baseline_frame(3), "good.csv")
+    assert run("stratify", good, "--out", out, "--model", model_dir,
+               "--strata", "2").exit_code == 0
+    bad = write(tmp_path, baseline_frame(1, age_years=["150"] * 3), "bad.csv")
+    result = run("stratify", bad, "--out", out, "--model", model_dir)
+    assert result.exit_code == 2
+    assert not out.exists() and not summary.exists()
+    assert len(read_table(tmp_path / "p.rejected.csv")) == 3

@@ -29,7 +29,8 @@ from crsrisk.errors import ContractError
 from crsrisk.io import read_table, write_table
 from crsrisk.mlops.loading import ModelError, load_model
 from crsrisk.modeling.riskmodel import SCORE_COLUMNS, TIERS
-from crsrisk.scoring.core import score, score_file, score_frame
+from crsrisk.scoring.batch import score_file
+from crsrisk.scoring.core import score, score_frame
 from tests.conftest import baseline_frame
 
 
@@ -225,10 +226,11 @@ def test_failure_mid_run_leaves_no_output(tmp_path, model, monkeypatch):
 
     original = type(model).score
     monkeypatch.setattr(type(model), "score", failing)
-    with pytest.raises(RuntimeError, match="disk full"):
+    with pytest.raises(RuntimeError, match="disk full") as failed:
         score_file(source, out, model=model, chunk_size=5)
-    assert out.read_text() == "yesterday's scores\n"  # untouched, not half-new
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "s.csv"]
+    # Nothing half-new, and yesterday's scores are gone rather than taken for today's (issue 15).
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+    assert any(f"{out}, left by an earlier run, was removed" in n for n in failed.value.__notes__)
 
 
 def test_stale_temporary_files_of_killed_runs_are_removed(tmp_path, model):
@@ -373,3 +375,98 @@ def test_unknown_registered_version_is_one_sentence(trained, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained.uri)
     with pytest.raises(ModelError, match="could not be loaded"):
         load_model("models:/crs-severe/99")
+
+
+# ------------------------------------------------------------------------------------------
+# The same bits for every chunk size
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def logistic_model(trained, tmp_path_factory):
+    """The penalised logistic candidate, fitted on the training cohort (not registered)."""
+    from crsrisk.contract.grading import resolve_labels
+    from crsrisk.contract.validate import validate
+    from crsrisk.modeling.train import train_models
+    from tests.conftest import fast_config
+
+    config = fast_config(tmp_path_factory.mktemp("logistic"), candidates=("logistic",))
+    valid = validate(trained.cohort.baseline).valid
+    result = train_models(valid, resolve_labels(valid, None).severe, config)
+    return result.selected.model
+
+
+@pytest.mark.parametrize("which", ["xgboost", "logistic"])
+def test_risk_bits_do_not_depend_on_chunk_size(tmp_path, model, logistic_model, which):
+    # BLAS blocked the logistic product by chunk length: sizes 1, 7 and 13 changed the last
+    # bits of some risks. Every chunk size must give the very same float64 values.
+    from crsrisk.scoring.core import DEFAULT_CHUNK_SIZE
+    from crsrisk.simulate.cohort import simulate_cohort
+
+    scorer = model if which == "xgboost" else logistic_model
+    table = simulate_cohort(300, seed=23).baseline.drop(columns=["crs_max_grade",
+                                                                 "crs_grading_scale"])
+    source = tmp_path / "in.parquet"
+    write_table(table, source)
+    risks = {}
+    for chunk_size in (DEFAULT_CHUNK_SIZE, 1, 7, 13, 7777):
+        out = tmp_path / f"s{chunk_size}.parquet"
+        score_file(source, out, model=scorer, chunk_size=chunk_size, drivers=False,
+                   progress=False)
+        risks[chunk_size] = read_table(out)["risk"].to_numpy(dtype=np.float64)
+    reference = risks.pop(DEFAULT_CHUNK_SIZE)
+    assert len(reference) == len(table)
+    for chunk_size, risk in risks.items():
+        assert np.array_equal(risk, reference), f"chunk size {chunk_size} changed some risks"
+
+
+# ------------------------------------------------------------------------------------------
+# Both engines refuse and clean up alike (scoring.outputs); none of this starts Spark
+# ------------------------------------------------------------------------------------------
+
+
+def _engine(name: str):
+    if name == "pandas":
+        return score_file
+    from crsrisk.scoring.spark import score_file_spark
+
+    def on_spark(source, out, **options):
+        return score_file_spark(source, out, model=options.pop("model"),
+                                rejected_path=options.pop("rejected_path", None),
+                                drivers=False, master="local[1]", mapping=None, **options)
+    return on_spark
+
+
+@pytest.mark.parametrize("engine", ["pandas", "spark"])
+def test_engines_refuse_outputs_over_the_input_and_bad_chunk_sizes(tmp_path, model, engine):
+    run = _engine(engine)
+    source = tmp_path / "in.csv"
+    baseline_frame().to_csv(source, index=False)
+    before = source.read_bytes()
+    (tmp_path / "link.csv").symlink_to(source)
+    with pytest.raises(ContractError, match="overwrite the input"):
+        run(source, tmp_path / "link.csv", model=model)
+    with pytest.raises(ContractError, match="overwrite the input"):
+        run(source, tmp_path / "s.csv", model=model, rejected_path=source)
+    with pytest.raises(ContractError, match="their own file"):
+        run(source, tmp_path / "a.csv", model=model, rejected_path=tmp_path / "a.csv")
+    with pytest.raises(ValueError, match="chunk_size must be at least 1"):
+        run(source, tmp_path / "s.csv", model=model, chunk_size=0)
+    assert source.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "link.csv"]
+
+
+@pytest.mark.parametrize("engine", ["pandas", "spark"])
+def test_engines_remove_a_killed_runs_temporaries_and_stale_outputs(tmp_path, engine):
+    run = _engine(engine)
+    source, out = tmp_path / "in.csv", tmp_path / "s.csv"
+    baseline_frame().to_csv(source, index=False)
+    dead = 2**22 + 12345  # above Linux's default pid_max: no such process
+    leftover = tmp_path / f".s.csv.{dead}.abc.tmp"
+    leftover.write_text("partial")
+    out.write_text("yesterday's scores")
+    with pytest.raises(ModelError) as failed:
+        run(source, out, model=tmp_path / "no-such-model")
+    assert not leftover.exists()
+    assert not out.exists()  # a failed run leaves no earlier score file to be taken for its own
+    assert any("left by an earlier run" in note for note in failed.value.__notes__)

@@ -106,7 +106,7 @@ def assert_same_rejected(pandas_rejected, spark_rejected) -> None:
 
 
 def both_engines(tmp_path, source, risk_model, out_ext: str, **options):
-    from crsrisk.scoring.core import score_file
+    from crsrisk.scoring.batch import score_file
     from crsrisk.scoring.spark import score_file_spark
 
     paths = {
@@ -230,7 +230,8 @@ def test_unusable_inputs_are_refused_with_one_sentence(tmp_path, spark, risk_mod
 def test_every_row_rejected_writes_only_the_rejected_file(tmp_path, spark, risk_model, text):
     source = tmp_path / "bad.csv"
     text.iloc[:30].assign(age_years="200").to_csv(source, index=False)
-    with pytest.raises(ContractError, match="Every row"):
+    (tmp_path / "out.csv").write_text("yesterday's scores")  # must not pass for today's
+    with pytest.raises(ContractError, match="Every row .* earlier run, was removed"):
         spark_score_without_drivers(source, tmp_path / "out.csv", risk_model)
     assert not (tmp_path / "out.csv").exists()
     rejected = read_table(tmp_path / "out.rejected.csv")

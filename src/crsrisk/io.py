@@ -8,7 +8,7 @@ import glob
 import gzip
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -31,6 +31,7 @@ __all__ = [
     "neutralise_formulas",
     "atomic_path",
     "remove_stale_temporaries",
+    "check_distinct_paths",
     "write_table",
     "TableWriter",
 ]
@@ -315,6 +316,43 @@ def _process_exists(pid: int) -> bool:
     except PermissionError:
         return True  # someone else's process
     return True
+
+
+def check_distinct_paths(
+    inputs: Mapping[str, str | Path | None], outputs: Mapping[str, str | Path | None]
+) -> None:
+    """Refuse an output that would overwrite an input, or another output.
+
+    Paths are compared after resolving symbolic links and relative parts, so ``./a.csv``, a
+    link to it and its absolute path are the same file.
+
+    Parameters
+    ----------
+    inputs, outputs
+        What the user calls each path (``"input"``, ``"--out"``) -> the path; None is skipped.
+
+    Raises
+    ------
+    ContractError
+        Two of the paths are one file.
+    """
+    def resolved(paths: Mapping[str, str | Path | None]) -> list[tuple[str, Path, Path]]:
+        return [(name, Path(p), Path(p).resolve()) for name, p in paths.items() if p is not None]
+
+    read = resolved(inputs)
+    written: dict[Path, str] = {}
+    for name, path, real in resolved(outputs):
+        for input_name, input_path, input_real in read:
+            if real == input_real:
+                raise ContractError(
+                    f"{name} {path} would overwrite the {input_name} {input_path}: write to "
+                    "another file (input files are never changed)."
+                )
+        if real in written:
+            raise ContractError(
+                f"{written[real]} and {name} are both {path}: give them their own file each."
+            )
+        written[real] = name
 
 
 def write_table(df: pd.DataFrame, path: str | Path) -> None:

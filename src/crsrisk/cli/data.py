@@ -54,9 +54,12 @@ def validate(
     from crsrisk.contract.grading import LabelError, resolve_labels
     from crsrisk.contract.load import load_baseline, load_events
     from crsrisk.contract.validate import ContractRejection
-    from crsrisk.io import write_table
+    from crsrisk.io import check_distinct_paths, table_format, write_table
 
     rejected = rejected or Path(f"{file_stem(input)}.rejected.csv")
+    table_format(rejected)
+    check_distinct_paths({"input": input, "--events": events, "--mapping": mapping},
+                         {"--rejected": rejected})
     try:
         loaded = load_baseline(input, mapping=mapping)
     except ContractRejection as exc:

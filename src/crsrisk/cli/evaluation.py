@@ -84,6 +84,7 @@ def evaluate(
 
     if out is not None and out.suffix.lower() != ".json":
         raise _error(f"--out {out} must end in .json.")
+    _check_distinct(data, events, mapping, config, model, out)
     risk_model = load_model(model)
     valid, severe, description = _cohort(data, events, mapping)
     evaluation = evaluate_model(risk_model, valid, severe, n_boot=n_boot, seed=seed)
@@ -177,6 +178,7 @@ def report(
 
     if out.suffix.lower() not in (".html", ".htm"):
         raise _error(f"--out {out} must end in .html.")
+    _check_distinct(data, events, mapping, config, model, out)
     start = time.perf_counter()
     risk_model = load_model(model)
     cohort = _cohort(data, events, mapping) if data is not None else None
@@ -185,6 +187,15 @@ def report(
     write_report(html, out)
     say(f"report written to {out} ({len(html) / 1e6:.1f} MB, "
         f"{time.perf_counter() - start:.1f} s)")
+
+
+def _check_distinct(data: Path | None, events: Path | None, mapping: Path | None,
+                    config: Path | None, model: str, out: Path | None) -> None:
+    from crsrisk.io import check_distinct_paths
+
+    check_distinct_paths({"--data": data, "--events": events, "--mapping": mapping,
+                          "--config": config, "--model": model if Path(model).exists() else None},
+                         {"--out": out})
 
 
 def _error(message: str) -> Exception:

@@ -51,6 +51,17 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def _notes_said() -> Iterator[None]:
+    """Say the notes of a failure (e.g. an earlier output removed) before its error line."""
+    try:
+        yield
+    except (CrsriskError, KeyboardInterrupt) as exc:
+        for note in getattr(exc, "__notes__", ()):
+            say(f"note: {note}")
+        raise
+
+
 @app.command()
 @user_errors
 def score(
@@ -78,13 +89,13 @@ def score(
     ] = None,
 ) -> None:
     """Per-patient risk, tier, drivers, planning. Exit 0 all scored, 1 rejected, 2 unusable."""
-    with _sigterm_as_interrupt():
+    with _sigterm_as_interrupt(), _notes_said():
         if engine is Engine.spark:
             summary = _score_on_spark(input, out, model=model, rejected=rejected,
                                       drivers=drivers, master=master, mapping=mapping,
                                       chunk_size=chunk_size)
         else:
-            from crsrisk.scoring.core import score_file
+            from crsrisk.scoring.batch import score_file
 
             summary = score_file(input, out, model=model, rejected_path=rejected,
                                  drivers=drivers, chunk_size=chunk_size, mapping=mapping,
@@ -93,7 +104,7 @@ def score(
         say(f"warning: {warning}")
     say(summary.line())
     if summary.n_rejected:
-        from crsrisk.scoring.core import sibling_path
+        from crsrisk.scoring.outputs import sibling_path
 
         rejected_path = rejected or sibling_path(out, "rejected")
         say(f"{summary.n_rejected:,} rows rejected: see {rejected_path}")
@@ -121,8 +132,10 @@ def export(
     out: Annotated[Path, typer.Option(help="New folder, e.g. models/crs-severe-v3.")] = ...,
 ) -> None:
     """Copy a registered model into a self-contained folder with a checksum manifest."""
+    from crsrisk.io import check_distinct_paths
     from crsrisk.mlops.export import export_model
 
+    check_distinct_paths({"--model": model if Path(model).exists() else None}, {"--out": out})
     manifest = export_model(model, out)
     say(f"exported {manifest['model_name']} version {manifest['model_version']} to {out} "
         f"({len(manifest['files'])} files, contract v{manifest['contract_version']}); it "
@@ -197,52 +210,18 @@ def stratify(
 
     Exit 0 all stratified, 1 some rows rejected, 2 unusable input or model.
     """
-    from crsrisk.io import read_table, table_format, write_table
-    from crsrisk.mlops.loading import load_model
-    from crsrisk.scoring.core import check_distinct_paths, sibling_path
-    from crsrisk.scoring.core import score as score_table
-    from crsrisk.stratify import stratify as make_strata
+    from crsrisk.scoring.strata import parse_thresholds, stratify_file
 
-    summary_path = summary or sibling_path(out, "summary")
-    rejected_path = rejected or sibling_path(out, "rejected")
-    for path in (out, summary_path, rejected_path):
-        table_format(path)
-    check_distinct_paths(input, out, rejected_path)
-    if len({out.resolve(), summary_path.resolve(), rejected_path.resolve()}) < 3:
-        raise CrsriskError("--out, --summary and --rejected must be three different files.")
-    if strata is None and thresholds is None:
-        strata = 3
-    cuts = None
-    if thresholds is not None:
-        try:
-            cuts = [float(t) for t in thresholds.split(",")]
-        except ValueError:
-            raise CrsriskError(
-                f"--thresholds {thresholds!r} must be numbers separated by commas, "
-                "e.g. 0.03,0.12."
-            ) from None
-    arms = [a.strip() for a in randomize.split(",")] if randomize else None
-    risk_model = load_model(model)
-    scores, rejected_rows = score_table(read_table(input), risk_model, drivers=False,
-                                        mapping=mapping)
-    n_rejected = int(rejected_rows["row_number"].nunique())
-    if scores.empty:
-        write_table(rejected_rows, rejected_path)
-        raise CrsriskError(
-            f"Every row of {input} was rejected, so nothing was stratified: the rejected rows "
-            f"are in {rejected_path}."
+    with _notes_said():
+        run = stratify_file(
+            input, out, model=model, mapping=mapping, n_strata=strata,
+            thresholds=parse_thresholds(thresholds),
+            arms=[a.strip() for a in randomize.split(",")] if randomize else None,
+            block_size=block_size, seed=seed, summary_path=summary, rejected_path=rejected,
         )
-    patients, table = make_strata(
-        scores[["patient_id", "risk", "risk_tier"]], n_strata=strata, thresholds=cuts,
-        arms=arms, block_size=block_size, seed=seed,
-    )
-    write_table(rejected_rows, rejected_path)
-    write_table(table, summary_path)
-    write_table(patients, out)
-    typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    say(f"model {risk_model.name} v{risk_model.version}; {len(patients):,} patients in "
-        f"{len(table)} strata written to {out}, summary to {summary_path}")
-    if n_rejected:
-        say(f"{n_rejected:,} rows rejected: see {rejected_path}")
+    typer.echo(run.summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    say(f"model {run.model}; {len(run.patients):,} patients in {len(run.summary)} strata "
+        f"written to {out}, summary to {run.summary_path}")
+    if run.n_rejected:
+        say(f"{run.n_rejected:,} rows rejected: see {run.rejected_path}")
         raise typer.Exit(EXIT_REJECTED)
-

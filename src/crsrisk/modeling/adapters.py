@@ -142,9 +142,14 @@ class LogisticAdapter:
         return self.features.transform(valid)
 
     def margin(self, design: pd.DataFrame) -> np.ndarray:
-        # The product scikit-learn's decision_function computes, so the margins are its own.
+        # Added term by term in a fixed order, not by BLAS (scikit-learn's decision_function):
+        # BLAS blocks the product by the number of rows, so a row's margin would change in its
+        # last bits with the chunk it is scored in.
         x = np.asarray(design, dtype="float64")
-        return (x @ self.coef.reshape(-1, 1) + np.array([self.intercept])).reshape(-1)
+        margin = np.full(len(x), float(self.intercept))
+        for j in range(x.shape[1]):
+            margin += x[:, j] * self.coef[j]
+        return margin
 
     def _terms(self, design: pd.DataFrame) -> np.ndarray:
         return np.asarray(design, dtype="float64") * self.coef

@@ -21,15 +21,10 @@ score_file_spark
 
 from __future__ import annotations
 
-import codecs
 import contextlib
-import gzip
-import os
 import shutil
-import sys
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,23 +32,35 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
-from pandas._libs.parsers import STR_NA_VALUES
 
 from crsrisk.contract.mapping import SiteMapping
 from crsrisk.contract.spec import REJECTED_COLUMNS_DOC
-from crsrisk.contract.validate import empty_rejected
-from crsrisk.errors import ContractError, CrsriskError
-from crsrisk.io import TableWriter, iter_table, table_format
+from crsrisk.errors import ContractError
+from crsrisk.io import table_format
 from crsrisk.modeling.riskmodel import SCORE_COLUMNS, RiskModel
-from crsrisk.scoring.core import (
-    DEFAULT_CHUNK_SIZE,
+from crsrisk.scoring.core import DEFAULT_CHUNK_SIZE, resolve_model_and_mapping, score_frame
+from crsrisk.scoring.outputs import (
+    ScoreOutputs,
     ScoreSummary,
+    check_chunk_size,
+    check_outputs,
     finish_summary,
-    resolve_model_and_mapping,
-    score_frame,
+    no_stale_outputs,
     sibling_path,
+)
+from crsrisk.scoring.spark_read import (
+    OVERFLOW,
+    ROW_NUMBER,
+    SparkEngineError,
+    import_pyspark,
+    number_rows,
+    probe_file,
+    quiet_pyspark,
+    quoted,
+    read_table_spark,
+    spark_session,
+    uri,
 )
 
 if TYPE_CHECKING:
@@ -71,313 +78,9 @@ __all__ = [
     "spark_session",
 ]
 
-ROW_NUMBER = "_crsrisk_row"  # 1-based input row, added by number_rows
-_CHUNK, _KIND, _SEQ, _PID, _MID = "_crsrisk_chunk", "_crsrisk_kind", "_crsrisk_seq", "_p", "_m"
-_OVERFLOW = "_crsrisk_overflow"
+_CHUNK, _KIND, _SEQ = "_crsrisk_chunk", "_crsrisk_kind", "_crsrisk_seq"
 _SCORES, _REJECTED, _WARNING = 0, 1, 2
 _WARNING_COLUMN = "w0"
-# pandas' default missing-value words: pd.read_csv (tableio.iter_table) turns these cells into
-# NaN, Spark's CSV reader keeps them as text, so the Spark reader maps them to null itself.
-_NA_WORDS = sorted(STR_NA_VALUES)
-# Spark must never read an empty cell as null by itself (it could then not tell a trailing empty
-# field from a missing one); empty text becomes null through _NA_WORDS like in pandas.
-_NEVER = "\u0000crsrisk-never\u0000"
-
-
-class SparkEngineError(CrsriskError):
-    """The Spark engine cannot run here (pyspark or Java missing, the session cannot start)."""
-
-
-@contextlib.contextmanager
-def _quiet_pyspark() -> Iterator[None]:
-    """Silence pyspark 4.3's blanket warnings about pandas 3 (see docs/spark.md)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore",
-            message="PySpark does not yet fully support pandas",
-            category=FutureWarning,
-            module="pyspark",
-        )
-        warnings.filterwarnings(
-            "ignore",
-            message="The copy keyword is deprecated",
-            category=DeprecationWarning,
-            module="pyspark",
-        )
-        yield
-
-
-def _import_pyspark() -> None:
-    try:
-        with _quiet_pyspark():
-            import pyspark  # noqa: F401
-    except ImportError as exc:
-        raise SparkEngineError(
-            "The Spark engine needs pyspark: install it with pip install 'crsrisk[spark]' "
-            "(and Java 17 or newer)."
-        ) from exc
-
-
-# ----------------------------------------------------------------------------------------------
-# Session and reading
-# ----------------------------------------------------------------------------------------------
-
-
-def spark_session(
-    master: str = "local[2]",
-    *,
-    app_name: str = "crsrisk",
-    conf: Mapping[str, str] | None = None,
-) -> SparkSession:
-    """The active SparkSession, or a new one on ``master``.
-
-    Parameters
-    ----------
-    master
-        A Spark master URL. For ``local[...]`` masters the session binds to 127.0.0.1, runs
-        without the web UI, and starts its Python workers with this interpreter and one
-        OpenMP thread each (``OMP_NUM_THREADS``, unless set).
-    app_name
-        The application name shown by the cluster manager.
-    conf
-        Further Spark settings, applied last.
-
-    Returns
-    -------
-    pyspark.sql.SparkSession
-        An already active session is returned as it is (its master is not changed).
-    """
-    _import_pyspark()
-    from pyspark.sql import SparkSession
-
-    settings = {"spark.ui.showConsoleProgress": "false"}
-    if master.startswith("local"):
-        settings |= {
-            "spark.ui.enabled": "false",
-            "spark.driver.host": "127.0.0.1",
-            "spark.driver.bindAddress": "127.0.0.1",
-            "spark.sql.shuffle.partitions": "8",
-            # One core per task: XGBoost and SHAP would otherwise start a thread per core in
-            # every worker, and the workers would fight over the cores.
-            "spark.executorEnv.OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
-            # pyspark's own pandas-3 warnings would otherwise be printed by every worker.
-            "spark.executorEnv.PYTHONWARNINGS": (
-                "ignore:PySpark does not yet fully support pandas:FutureWarning,"
-                "ignore:The copy keyword is deprecated:DeprecationWarning"
-            ),
-        }
-        # pyspark starts local workers with $PYSPARK_PYTHON (default: python3 on the PATH),
-        # which may lack crsrisk; this interpreter has it.
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    settings |= dict(conf or {})
-    builder = SparkSession.builder.master(master).appName(app_name)
-    for key, value in settings.items():
-        builder = builder.config(key, value)
-    from pyspark.errors import PySparkException
-
-    try:
-        with _quiet_pyspark():
-            session = builder.getOrCreate()
-    except PySparkException as exc:
-        raise SparkEngineError(
-            f"Spark could not start on {master} ({exc.getCondition() or type(exc).__name__}): "
-            "check that Java 17 or newer is installed (java -version, JAVA_HOME) and the master "
-            "URL is right."
-        ) from exc
-    session.sparkContext.setLogLevel("ERROR")
-    return session
-
-
-def _uri(path: Path) -> str:
-    # An explicit file: URI, so that a cluster whose default file system is HDFS reads the path
-    # the user gave, on a file system shared by driver and executors.
-    return path.resolve().as_uri()
-
-
-def _check_utf8(path: Path) -> None:
-    """Refuse text that is not UTF-8 as tableio does; Spark would silently replace the bytes."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    opener = gzip.open if str(path).lower().endswith(".gz") else open
-    offset = 0
-    with opener(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 24), b""):
-            try:
-                decoder.decode(block)
-            except UnicodeDecodeError as exc:
-                raise ContractError(
-                    f"{path} is not UTF-8 text (byte {offset + exc.start} cannot be decoded): "
-                    "re-save it as a UTF-8 CSV or as Parquet."
-                ) from None
-            offset += len(block)
-        try:
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            raise ContractError(
-                f"{path} is not UTF-8 text (it ends inside a character): re-save it as a UTF-8 "
-                "CSV or as Parquet."
-            ) from None
-
-
-def read_table_spark(spark: SparkSession, path: str | Path) -> DataFrame:
-    """Read a CSV or Parquet file as the pandas engine sees it, as a Spark DataFrame.
-
-    CSV cells stay text, with the header names, quoting, leading-space skipping and
-    missing-value words of ``pandas.read_csv`` (as ``crsrisk.io`` calls it). A data row with
-    more fields than the header is detected later, by :func:`number_rows`' pass. Parquet is read
-    typed; nanosecond timestamps (the pandas default), which Spark cannot read as such, are read
-    as integers (this sets ``spark.sql.legacy.parquet.nanosAsLong`` on the session) and turned
-    back into timestamps, floored to the microsecond.
-
-    Parameters
-    ----------
-    spark
-        The session to read with.
-    path
-        A local or shared-file-system path ending in .csv, .csv.gz, .parquet or .pq.
-
-    Returns
-    -------
-    pyspark.sql.DataFrame
-        For CSV, one string column per header name plus an internal overflow column.
-
-    Raises
-    ------
-    ContractError
-        The file is missing, empty, not UTF-8, or not a readable table.
-    """
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import StringType, StructField, StructType
-
-    path = Path(path)
-    fmt = table_format(path)
-    probe = _probe_file(path)
-    if fmt == "csv":
-        _check_utf8(path)
-        names = [str(c) for c in (probe.columns if probe is not None else ())]
-        schema = StructType([StructField(n, StringType()) for n in [*names, _OVERFLOW]])
-        frame = spark.read.csv(
-            _uri(path),
-            schema=schema,
-            header=True,
-            enforceSchema=True,
-            multiLine=True,  # quoted line breaks, as pandas reads them
-            escape='"',
-            ignoreLeadingWhiteSpace=True,
-            nullValue=_NEVER,
-            encoding="UTF-8",
-            mode="PERMISSIVE",
-        )
-        return frame.select(
-            *[
-                F.when(F.col(_quoted(n)).isin(_NA_WORDS), None)
-                .otherwise(F.col(_quoted(n)))
-                .alias(n)
-                for n in names
-            ],
-            F.col(_OVERFLOW),
-        )
-    arrow = pq.read_schema(path)
-    nanos = {f.name: f.type for f in arrow if pa.types.is_timestamp(f.type) and f.type.unit == "ns"}
-    if nanos:
-        # Spark refuses nanosecond timestamps unless told to read them as integers.
-        spark.conf.set("spark.sql.legacy.parquet.nanosAsLong", "true")
-    frame = spark.read.parquet(_uri(path))
-    if not nanos:
-        return frame
-    converted = []
-    for name in frame.columns:
-        column = F.col(_quoted(name))
-        if name in nanos:
-            # Floor to the microsecond (pmod keeps it exact for instants before 1970).
-            micros = f"({_quoted(name)} - pmod({_quoted(name)}, 1000)) div 1000"
-            if nanos[name].tz is None:  # wall-clock time: no session time zone involved
-                column = F.expr(
-                    f"timestampadd(MICROSECOND, {micros}, TIMESTAMP_NTZ'1970-01-01 00:00:00')"
-                )
-            else:
-                column = F.expr(f"timestamp_micros({micros})")
-        converted.append(column.alias(name))
-    return frame.select(*converted)
-
-
-def _quoted(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
-
-
-def _probe_file(path: Path) -> pd.DataFrame | None:
-    """The first row as the pandas engine reads it (raises its errors for unusable files).
-
-    None when the reader yields no chunk at all (a Parquet file without rows); a CSV file with
-    only a header yields an empty chunk, which validation then refuses, as in the pandas engine.
-    """
-    try:
-        return next(iter_table(path, chunk_size=1))
-    except StopIteration:
-        return None
-
-
-# ----------------------------------------------------------------------------------------------
-# Row numbers and chunks
-# ----------------------------------------------------------------------------------------------
-
-
-def number_rows(df: DataFrame, *, source: str = "the input") -> tuple[DataFrame, int]:
-    """Add ``_crsrisk_row``, the 1-based position of each row in ``df``'s partition order.
-
-    Like ``RDD.zipWithIndex`` it runs one job to count the rows of each partition; the numbers
-    are stable only if ``df`` yields the same partitions every time it is computed (true for a
-    file read; a shuffled input should be checkpointed first).
-
-    Parameters
-    ----------
-    df
-        Any DataFrame. A CSV read by :func:`read_table_spark` is also checked here for data rows
-        with more fields than the header.
-    source
-        How to name the input in errors.
-
-    Returns
-    -------
-    (pyspark.sql.DataFrame, int)
-        The numbered DataFrame and its number of rows.
-
-    Raises
-    ------
-    ContractError
-        A CSV data row has more fields than the header (pandas refuses such a file too).
-    """
-    from pyspark.sql import functions as F
-
-    tagged = df.select(
-        "*", F.spark_partition_id().alias(_PID), F.monotonically_increasing_id().alias(_MID)
-    )
-    has_overflow = _OVERFLOW in df.columns
-    aggregates = [F.count(F.lit(1)).alias("n")]
-    if has_overflow:
-        aggregates.append(
-            F.min(F.when(F.col(_OVERFLOW).isNotNull(), F.col(_MID))).alias("first_overflow")
-        )
-    counts = {row[_PID]: row for row in tagged.groupBy(_PID).agg(*aggregates).collect()}
-    sizes = [counts[p]["n"] if p in counts else 0 for p in range(max(counts, default=-1) + 1)]
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype("int64").tolist()
-    if has_overflow:
-        bad = [
-            (p, r["first_overflow"]) for p, r in counts.items() if r["first_overflow"] is not None
-        ]
-        if bad:
-            pid, mid = min(bad)
-            row = offsets[pid] + (mid - (pid << 33)) + 1
-            raise ContractError(
-                f"{source} could not be read as csv (data row {row} has more fields than the "
-                "header): check that it is a valid, uncorrupted table."
-            )
-    offset = F.element_at(F.array(*[F.lit(o) for o in offsets]), F.col(_PID) + 1)
-    # monotonically_increasing_id = partition id << 33 | position within the partition.
-    position = F.col(_MID) - F.shiftleft(F.col(_PID).cast("long"), 33)
-    numbered = tagged.withColumn(ROW_NUMBER, offset + position + 1).drop(_PID, _MID)
-    if has_overflow:
-        numbered = numbered.drop(_OVERFLOW)
-    return numbered, int(sum(sizes))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -441,7 +144,7 @@ def _layout(
             types.append(given[name])  # an extra column, carried through untouched
         else:
             types.append(StringType())
-    names = tuple(c for c in schema.names if c not in (_OVERFLOW, ROW_NUMBER))
+    names = tuple(c for c in schema.names if c not in (OVERFLOW, ROW_NUMBER))
     return _Layout(names, tuple(scores.columns), tuple(types))
 
 
@@ -516,7 +219,7 @@ def _map_chunks(
 
     slots = [f"i{i}" for i in range(len(names))]
     chunked = numbered.select(
-        *[F.col(_quoted(n)).alias(s) for n, s in zip(names, slots, strict=True)],
+        *[F.col(quoted(n)).alias(s) for n, s in zip(names, slots, strict=True)],
         F.col(ROW_NUMBER),
         F.expr(f"({ROW_NUMBER} - 1) div {int(chunk_size)}").alias(_CHUNK),
     )
@@ -527,7 +230,7 @@ def _map_chunks(
         raw = pdf[slots].set_axis(list(names), axis=1).reset_index(drop=True)
         return function(raw, int(pdf[_CHUNK].iat[0]), int(pdf[ROW_NUMBER].iat[0]) - 1)
 
-    with _quiet_pyspark():
+    with quiet_pyspark():
         return chunked.groupBy(_CHUNK).applyInPandas(run, schema=schema)
 
 
@@ -582,7 +285,7 @@ def score_spark(
 ) -> tuple[DataFrame, DataFrame]:
     """Score a baseline table held in Spark: (score table, rejected table) as Spark DataFrames.
 
-    Row for row the same as :func:`crsrisk.scoring.core.score_file` with the same ``chunk_size`` on
+    Row for row the same as :func:`crsrisk.scoring.batch.score_file` with the same ``chunk_size`` on
     the same rows in the same order: each chunk of ``chunk_size`` consecutive rows is validated
     and scored by :func:`crsrisk.scoring.core.score_frame` on an executor.
 
@@ -619,7 +322,7 @@ def score_spark(
     from pyspark import StorageLevel
 
     risk_model, site_mapping = resolve_model_and_mapping(model, mapping)
-    with _quiet_pyspark():
+    with quiet_pyspark():
         probe = spark_df.limit(1).toPandas()
     layout = _layout(spark_df.schema, probe, risk_model, site_mapping)
     numbered, _ = number_rows(spark_df)
@@ -633,10 +336,6 @@ def score_spark(
 # ----------------------------------------------------------------------------------------------
 # Files: the backend of `crsrisk score --engine spark`
 # ----------------------------------------------------------------------------------------------
-
-
-class _NothingScored(Exception):
-    """Every row was rejected: abandon the score file, keep the rejected one."""
 
 
 @contextlib.contextmanager
@@ -668,7 +367,7 @@ def score_file_spark(
 ) -> ScoreSummary:
     """Score a CSV or Parquet file on Spark into a score file and a rejected-rows file.
 
-    The outputs are those of :func:`crsrisk.scoring.core.score_file` with the same ``chunk_size``
+    The outputs are those of :func:`crsrisk.scoring.batch.score_file` with the same ``chunk_size``
     (same columns, rows in input order, files that appear atomically, no score file when every
     row is rejected). Executors write their chunks to a temporary Parquet folder beside
     ``out``; the driver then appends them in order to the two files, so ``out``'s folder must be
@@ -714,11 +413,30 @@ def score_file_spark(
     """
     start = time.perf_counter()
     timings = {} if timings is None else timings
+    check_chunk_size(chunk_size)
     input_path, out = Path(input_path), Path(out)
-    table_format(out)
     rejected_path = Path(rejected_path) if rejected_path else sibling_path(out, "rejected")
-    table_format(rejected_path)
-    probe = _probe_file(input_path)  # unusable files fail here, before Spark starts
+    check_outputs(input_path, out, rejected_path, mapping)
+    with no_stale_outputs(out, rejected_path):
+        summary = _score_file_on_spark(input_path, out, rejected_path, model, mapping, drivers,
+                                       master, chunk_size, timings, start)
+    return finish_summary(summary, input_path, rejected_path, start, out=out)
+
+
+def _score_file_on_spark(
+    input_path: Path,
+    out: Path,
+    rejected_path: Path,
+    model: str | Path | RiskModel,
+    mapping: str | Path | SiteMapping | None,
+    drivers: bool,
+    master: str,
+    chunk_size: int,
+    timings: dict[str, float],
+    start: float,
+) -> ScoreSummary:
+    """score_file_spark once its outputs are checked: start Spark, score, write."""
+    probe = probe_file(input_path)  # unusable files fail here, before Spark starts
     risk_model, site_mapping = resolve_model_and_mapping(model, mapping)
     if probe is not None:
         # An empty table, a missing required column...: the pandas engine's own error.
@@ -727,7 +445,7 @@ def score_file_spark(
     timings["load"] = time.perf_counter() - start
 
     mark = time.perf_counter()
-    _import_pyspark()
+    import_pyspark()
     from pyspark.sql import SparkSession
 
     owned = SparkSession.getActiveSession() is None
@@ -738,25 +456,11 @@ def score_file_spark(
     try:
         names: tuple[str, ...] = ()
         if probe is not None:
-            with _sql_conf(
-                spark,
-                {
-                    "spark.sql.legacy.parquet.nanosAsLong": "true",
-                    "spark.sql.session.timeZone": "UTC",
-                },
-            ):
-                names = _score_to_staging(
-                    spark,
-                    input_path,
-                    probe,
-                    staging,
-                    risk_model,
-                    site_mapping,
-                    drivers,
-                    chunk_size,
-                    summary,
-                    timings,
-                )
+            settings = {"spark.sql.legacy.parquet.nanosAsLong": "true",
+                        "spark.sql.session.timeZone": "UTC"}
+            with _sql_conf(spark, settings):
+                names = _score_to_staging(spark, input_path, probe, staging, risk_model,
+                                          site_mapping, drivers, chunk_size, summary, timings)
         mark = time.perf_counter()
         _write_outputs(staging, names, out, rejected_path, summary)
         timings["write"] = time.perf_counter() - mark
@@ -764,7 +468,7 @@ def score_file_spark(
         shutil.rmtree(staging, ignore_errors=True)
         if owned:
             spark.stop()
-    return finish_summary(summary, input_path, rejected_path, start)
+    return summary
 
 
 def _score_to_staging(
@@ -798,7 +502,7 @@ def _score_to_staging(
     combined = _score_chunks(
         numbered, layout, risk_model, drivers=drivers, mapping=mapping, chunk_size=chunk_size
     )
-    combined.write.partitionBy(_CHUNK).parquet(_uri(staging))
+    combined.write.partitionBy(_CHUNK).parquet(uri(staging))
     timings["score"] = time.perf_counter() - mark
     return layout.score_names
 
@@ -816,25 +520,14 @@ def _write_outputs(
     """Append the staged chunks to the score and rejected files, as score_file does."""
     score_slots = [f"s{i}" for i in range(len(names))]
     rejected_slots = [f"r{i}" for i in range(len(REJECTED_COLUMNS_DOC))]
-    with TableWriter(rejected_path) as rejected_out:
-        rejected_out.write(empty_rejected().iloc[:0])
-        try:
-            with TableWriter(out) as scores_out:
-                for chunk in _staged_chunks(staging) if names else ():
-                    kind = chunk[_KIND]
-                    scores = chunk.loc[kind == _SCORES, score_slots].set_axis(list(names), axis=1)
-                    rejected = (
-                        chunk.loc[kind == _REJECTED, rejected_slots]
-                        .set_axis(list(REJECTED_COLUMNS_DOC), axis=1)
-                        .astype({"row_number": "int64"})
-                    )
-                    summary.add(scores["risk_tier"].value_counts(), rejected,
-                                chunk.loc[kind == _WARNING, _WARNING_COLUMN])
-                    if len(scores):
-                        scores_out.write(scores.reset_index(drop=True))
-                    if len(rejected):
-                        rejected_out.write(rejected.reset_index(drop=True))
-                if summary.n_scored == 0:
-                    raise _NothingScored
-        except _NothingScored:
-            pass  # the rejected table is still written; the score file is not
+    with ScoreOutputs(out, rejected_path, summary) as outputs:
+        for chunk in _staged_chunks(staging) if names else ():
+            kind = chunk[_KIND]
+            scores = chunk.loc[kind == _SCORES, score_slots].set_axis(list(names), axis=1)
+            rejected = (
+                chunk.loc[kind == _REJECTED, rejected_slots]
+                .set_axis(list(REJECTED_COLUMNS_DOC), axis=1)
+                .astype({"row_number": "int64"})
+            )
+            outputs.count(scores, rejected, chunk.loc[kind == _WARNING, _WARNING_COLUMN])
+            outputs.write(scores.reset_index(drop=True), rejected.reset_index(drop=True))
