@@ -112,8 +112,10 @@ def test_levels_match_case_insensitively(baseline):
 def test_row_problem_lands_in_rejected_table(baseline, column, value, words):
     table = baseline.copy()
     table.loc[0, column] = value
-    result = validate(table, today=TODAY)
+    # strict: an implausible laboratory value (crp, creatinine) rejects its row too.
+    result = validate(table, today=TODAY, strict=True)
     assert list(result.rejected.columns) == list(REJECTED_COLUMNS)
+    assert result.rejected["action"].tolist() == ["rejected"]
     assert len(result.rejected) == 1, result.rejected
     row = result.rejected.iloc[0]
     assert row["row_number"] == 1
