@@ -77,7 +77,8 @@ def test_formula_value_is_neutralised_in_the_rejected_file(tmp_path):
     table = baseline_frame().assign(patient_id=["=HYPERLINK(1)", "P2", "P3"])
     rejected = tmp_path / "rej.csv"
     run("validate", write(tmp_path, table), "--rejected", rejected)
-    assert rejected.read_text().count("'=HYPERLINK(1)") == 2  # patient_id and value cells
+    # patient_id, value and source_value cells
+    assert rejected.read_text().count("'=HYPERLINK(1)") == 3
 
 
 def test_crp_in_mg_dl_warns_with_the_fix(tmp_path):
@@ -102,7 +103,8 @@ def test_missing_required_column_exits_2(tmp_path):
         ("garbage.csv", bytes(range(256)) * 40, "not UTF-8"),
         ("latin1.csv", "patient_id,site\nA,Z\xfcrich\n".encode("latin-1"), "not UTF-8"),
         ("garbage.parquet", b"\x00\x01garbage", "could not be read as parquet"),
-        ("table.xlsx", b"PK\x03\x04", "neither CSV nor Parquet"),
+        ("table.xlsx", b"PK\x03\x04", "could not be read as an Excel workbook"),
+        ("table.docx", b"PK\x03\x04", "neither CSV, Excel nor Parquet"),
         ("header_only.csv", b"patient_id,age_years\n", "no data rows"),
     ],
 )

@@ -31,7 +31,8 @@ def test_byte_order_mark_is_accepted(tmp_path):
         ("latin1.csv", "patient_id,site\nA,M\xfcnchen\n".encode("latin-1"), "not UTF-8"),
         ("garbage.csv", bytes(range(256)) * 8, "not UTF-8"),
         ("garbage.parquet", b"PAR1 not really parquet", "could not be read as parquet"),
-        ("table.xlsx", b"PK\x03\x04", "neither CSV nor Parquet"),
+        ("table.xlsx", b"PK\x03\x04", "could not be read as an Excel workbook"),
+        ("table.docx", b"PK\x03\x04", "neither CSV, Excel nor Parquet"),
     ],
 )
 def test_unreadable_files_raise_one_sentence(tmp_path, name, content, message):

@@ -364,19 +364,26 @@ def _like_pandas(table: pa.Table, start: int) -> pd.DataFrame:
 
 def _iter_excel(path: Path, chunk_size: int | None, sheet: str | None) -> Iterator[pd.DataFrame]:
     """An Excel sheet as text cells: numbers as written (7, not 7.0), dates as YYYY-MM-DD."""
-    book = pd.ExcelFile(path, engine="calamine")
-    names = book.sheet_names
-    chosen: str | int = 0
-    if sheet is not None:
-        if sheet in names:
-            chosen = sheet
-        elif sheet.isdigit() and int(sheet) < len(names):
-            chosen = int(sheet)
-        else:
-            raise ContractError(
-                f"{path} has no sheet {sheet!r}: its sheets are {', '.join(map(repr, names))}."
-            )
-    cells = book.parse(chosen, header=None, dtype=object)
+    try:
+        with pd.ExcelFile(path, engine="calamine") as book:
+            names = book.sheet_names
+            chosen: str | int = 0
+            if sheet is not None:
+                if sheet in names:
+                    chosen = sheet
+                elif sheet.isdigit() and int(sheet) < len(names):
+                    chosen = int(sheet)
+                else:
+                    raise ContractError(f"{path} has no sheet {sheet!r}: its sheets are "
+                                        f"{', '.join(map(repr, names))}.")
+            cells = book.parse(chosen, header=None)
+    except ContractError:
+        raise
+    except Exception as exc:  # calamine's own error types, for a damaged or mislabelled file
+        raise ContractError(
+            f"{path} could not be read as an Excel workbook ({type(exc).__name__}): check that "
+            "it is a valid, uncorrupted .xlsx or .xls file."
+        ) from exc
     if cells.empty:
         raise ContractError(f"{path} is empty: it needs a header row and at least one data row.")
     header = [_excel_text(v) or f"Unnamed: {i}" for i, v in enumerate(cells.iloc[0])]
