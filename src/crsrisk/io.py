@@ -376,7 +376,7 @@ def _iter_excel(path: Path, chunk_size: int | None, sheet: str | None) -> Iterat
                 else:
                     raise ContractError(f"{path} has no sheet {sheet!r}: its sheets are "
                                         f"{', '.join(map(repr, names))}.")
-            cells = book.parse(chosen, header=None)
+            cells = pd.read_excel(book, sheet_name=chosen, header=None, dtype=object)
     except ContractError:
         raise
     except Exception as exc:  # calamine's own error types, for a damaged or mislabelled file

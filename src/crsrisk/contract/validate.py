@@ -448,6 +448,10 @@ def validate_table(
     actions[len(all_positions) - len(positions):][blank] = BLANKED
     found = rejected_frame(raw, all_positions, all_columns, all_words, actions, row_offset,
                            sources)
+    if bad_positions.size:
+        # An unread row is reported once, for what it is, not for each cell it lacks.
+        unread = found["row_number"].isin(bad_positions + 1 + row_offset)
+        found = found[~unread | found["column"].eq(WHOLE_ROW)]
     rejected = merge_rejected(extra_problems, found)
     # A row rejected for any reason is not used: none of its values was blanked.
     rejected_rows = rejected.loc[rejected["action"].eq(REJECTED), "row_number"]
