@@ -221,7 +221,7 @@ def test_an_implausible_lab_is_blanked_and_the_patient_kept(tmp_path):
     rejected = tmp_path / "rej.csv"
     result = run("validate", path, "--rejected", rejected)
     assert result.exit_code == 1, result.output
-    assert "6 valid, 0 rejected, 2 implausible values blanked" in result.output
+    assert "6 valid, 0 rejected, 2 implausible value(s) blanked" in result.output
     out = read_table(rejected)
     assert out[["row_number", "column", "value", "action"]].values.tolist() == [
         ["1", "hemoglobin_g_dl", "0.1", "blanked"], ["2", "ldh_u_l", "8", "blanked"]]

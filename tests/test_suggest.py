@@ -67,10 +67,10 @@ def site_export(table: pd.DataFrame) -> pd.DataFrame:
         "Cell dose (cells/kg)": (num["cell_dose_1e6_per_kg"] * 1e6).round().astype(int),
         "Bridging": table["bridging_therapy"].map({"true": "ja", "false": "nein"}),
         "LDH": table["ldh_u_l"],
-        "BM blasts (fraction)": num["marrow_blasts_pct"] / 100,
-        "CRP (mg/dL)": num["crp_mg_l"] / 10,
+        "BM blasts (fraction)": (num["marrow_blasts_pct"] / 100).round(6),
+        "CRP (mg/dL)": (num["crp_mg_l"] / 10).round(6),
         "Platelets (/uL)": (num["platelets_1e9_l"] * 1000).astype(int),
-        "Hb (g/L)": num["hemoglobin_g_dl"] * 10,
+        "Hb (g/L)": (num["hemoglobin_g_dl"] * 10).round(6),
         "kreatinin_umol_l": (num["creatinine_mg_dl"] * 88.4).round(3),
     })
 

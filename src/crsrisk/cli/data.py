@@ -88,7 +88,7 @@ def validate(
         say(f"rejected rows written to {rejected}")
         raise
     result = loaded.result
-    blanked = f", {result.n_blanked:,} implausible values blanked" if result.n_blanked else ""
+    blanked = f", {result.n_blanked:,} implausible value(s) blanked" if result.n_blanked else ""
     say(f"read {result.n_read:,} rows: {len(result.valid):,} valid, "
         f"{result.n_rejected_rows:,} rejected{blanked}")
     for (column, check, action), count in result.rejected_by_rule().items():

@@ -230,8 +230,19 @@ class SiteMapping(pydantic.BaseModel, frozen=True):
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        """The mapping as plain dicts, as in the YAML file."""
-        return self.model_dump()
+        """The mapping as plain dicts, as in the YAML file.
+
+        The sections added after the first version (dates, constants, file) appear only when
+        set, so that an older mapping keeps its fingerprint.
+        """
+        content = self.model_dump(include={"rename", "recode", "units"})
+        for section in ("dates", "constants"):
+            if getattr(self, section):
+                content[section] = getattr(self, section)
+        file = self.file.model_dump(exclude_none=True)
+        if file:
+            content["file"] = file
+        return content
 
     def fingerprint(self) -> str:
         """SHA-256 of the mapping's canonical JSON (independent of key order)."""

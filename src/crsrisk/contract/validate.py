@@ -320,13 +320,12 @@ def _blankable(
     return blank
 
 
-def _bad_row_problems(raw: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
-    """Rows the reader could not read (too few or too many fields), from ``attrs[BAD_ROWS]``."""
+def _bad_row_problems(raw: pd.DataFrame, row_offset: int) -> tuple[np.ndarray, list[str]]:
+    """Rows the reader could not read (too few or too many fields), from ``attrs[BAD_ROWS]``:
+    0-based rows of the file, so at ``row - row_offset`` in this chunk."""
     bad = raw.attrs.get(BAD_ROWS) or {}
-    if not bad:
-        return np.array([], dtype=int), []
-    first = int(raw.index[0]) if len(raw) else 0
-    items = sorted((int(k) - first, v) for k, v in bad.items() if 0 <= int(k) - first < len(raw))
+    items = sorted((int(k) - row_offset, v) for k, v in bad.items()
+                   if 0 <= int(k) - row_offset < len(raw))
     return np.array([k for k, _ in items], dtype=int), [v for _, v in items]
 
 
@@ -409,7 +408,7 @@ def validate_table(
         raise ContractError(
             f"The {table_name} has duplicated column names {duplicated}: rename or drop them."
         )
-    bad_positions, bad_words = _bad_row_problems(raw)
+    bad_positions, bad_words = _bad_row_problems(raw, row_offset)
     renames, header_warnings = match_header(raw.columns, [s.name for s in specs],
                                             table=table_name)
     if renames:

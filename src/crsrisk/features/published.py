@@ -1,6 +1,6 @@
 """Published baseline scores (m-EASIX, EASIX, CAR-HEMATOTOX) and a fitted comparator built on them.
 
-The scores follow shared/literature.md ("Published baseline scores"). Each takes a validated
+The scores follow their publications (cited with each). Each takes a validated
 baseline table (contract units) and returns one value per row, NaN where the score cannot be
 computed. `ScoreComparator` turns a score into a probability with a logistic regression fitted
 on the training rows only, so that a published score competes with the models on equal terms.
@@ -90,8 +90,8 @@ def car_hematotox(df: pd.DataFrame) -> pd.Series:
     """CAR-HEMATOTOX points (Rejeski 2021), 0 to 7; 2 or more is "high".
 
     The score was built to predict haematotoxicity after CAR-T, not CRS: it is a comparator
-    expected to be weak. Its point thresholds are marked "(unverified)" in
-    shared/literature.md (recalled, not read from the paper):
+    expected to be weak. Its point thresholds are marked "(unverified)": recalled, not
+    read from the paper:
 
     - platelets (x10^9/L): > 175 = 0, 75 to 175 = 1, < 75 = 2
     - ANC (x10^9/L): < 1.2 = 1

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from crsrisk.contract.mapping import SiteMapping, apply_mapping, load_mapping
+from crsrisk.contract.rejected import BLANKED, REJECTED, conform_rejected
 from crsrisk.contract.spec import BASELINE_NAMES, OUTCOME_NAMES
 from crsrisk.contract.validate import empty_rejected, stripped_text, validate
 from crsrisk.errors import ContractError
@@ -127,13 +128,13 @@ def _prepare(
     ``repeated``: 0-based file rows whose patient_id also occurs in another chunk.
     ``model``: also build its model matrix of the valid rows (pandas work, like validation).
     """
-    problems = None
+    mapped = {}
     if mapping is not None:
-        mapped = apply_mapping(raw, mapping, row_offset=row_offset)
-        raw, problems = mapped.frame, mapped.problems
+        table = apply_mapping(raw, mapping, row_offset=row_offset)
+        raw, mapped = table.frame, table.validate_kwargs()
     raw = raw.reset_index(drop=True)
     result = validate(raw, with_outcome=False, row_offset=row_offset, allow_all_rejected=True,
-                      extra_problems=problems)
+                      **mapped)
     valid, rejected = result.valid, result.rejected
     if repeated is not None and repeated.size:
         valid, rejected = _reject_repeated(raw, valid, rejected, repeated, row_offset)
@@ -188,7 +189,9 @@ def _reject_repeated(
         "check": pd.Series(UNIQUE_WORDS, index=text.index, dtype="str"),
         "value": text.fillna(""),
     })
-    rejected = pd.concat([rejected, added], ignore_index=True)
+    rejected = pd.concat([rejected, conform_rejected(added)], ignore_index=True)
+    # A repeated row is not used: a value blanked in it was not used either.
+    rejected.loc[rejected["row_number"].isin(repeated + 1), "action"] = REJECTED
     rejected = rejected.sort_values(["row_number", "column"], kind="stable").reset_index(drop=True)
     return valid.drop(index=repeated, errors="ignore"), rejected
 
@@ -290,6 +293,7 @@ class ScoreSummary:
     n_read: int = 0
     n_scored: int = 0
     n_rejected: int = 0
+    n_blanked: int = 0  # implausible laboratory values set to missing in scored rows
     tiers: Counter = field(default_factory=Counter)
     warnings: list[str] = field(default_factory=list)
     model: str = ""
@@ -300,7 +304,9 @@ class ScoreSummary:
         """Count one chunk: ``tiers`` is its ``risk_tier.value_counts()``."""
         self.n_read += n_read
         self.n_scored += int(tiers.sum())
-        self.n_rejected += int(rejected["row_number"].nunique())
+        action = rejected["action"]
+        self.n_rejected += int(rejected.loc[action.eq(REJECTED), "row_number"].nunique())
+        self.n_blanked += int(action.eq(BLANKED).sum())
         self.tiers.update(tiers.to_dict())
         for warning in warnings:
             if warning not in self.warnings:
@@ -310,8 +316,9 @@ class ScoreSummary:
         """One line for the terminal: counts, tiers, model, time."""
         tiers = ", ".join(f"{t} {self.tiers.get(t, 0):,}" for t in TIERS)
         rate = f", {self.n_read / self.seconds:,.0f} rows/s" if self.seconds > 0 else ""
-        return (f"read {self.n_read:,}, scored {self.n_scored:,}, rejected {self.n_rejected:,} "
-                f"({tiers}); model {self.model}; {self.seconds:.1f} s{rate}")
+        blanked = f", blanked {self.n_blanked:,} values" if self.n_blanked else ""
+        return (f"read {self.n_read:,}, scored {self.n_scored:,}, rejected {self.n_rejected:,}"
+                f"{blanked} ({tiers}); model {self.model}; {self.seconds:.1f} s{rate}")
 
 
 def score_file(
