@@ -365,7 +365,7 @@ def apply_mapping(df: pd.DataFrame, mapping: SiteMapping, *, row_offset: int = 0
         If a rename gives a column the name of a column the table already has.
     """
     warnings: list[str] = []
-    rename = _resolve_sources(df.columns, mapping.rename, warnings)
+    rename, native = _resolve_sources(df.columns, mapping.rename, warnings)
     frame = df.rename(columns=rename)
     duplicated = frame.columns[frame.columns.duplicated()].unique()
     if len(duplicated):
@@ -386,13 +386,18 @@ def apply_mapping(df: pd.DataFrame, mapping: SiteMapping, *, row_offset: int = 0
             if column not in frame.columns:
                 warnings.append(f"mapping {section} names {column}, which the table does not "
                                 "have (nor does any rename give it): nothing was converted")
+            elif column in native and section != "recode":
+                warnings.append(f"mapping {section} for {column} describe the rename's absent "
+                                f"source, so the table's own {column} is not converted")
+    units = {c: u for c, u in mapping.units.items() if c not in native}
+    dates = {c: f for c, f in mapping.dates.items() if c not in native}
     for column, codes in mapping.recode.items():
         if column in frame.columns:
             frame[column] = _recode(frame[column], codes)
 
     problems = []
     # Weight first: a total cell dose is divided by the weight in kg.
-    for column, unit in sorted(mapping.units.items(), key=lambda cu: CONVERSIONS[cu].per_weight):
+    for column, unit in sorted(units.items(), key=lambda cu: CONVERSIONS[cu].per_weight):
         if column not in frame.columns:
             continue
         conversion = CONVERSIONS[(column, unit)]
@@ -404,7 +409,7 @@ def apply_mapping(df: pd.DataFrame, mapping: SiteMapping, *, row_offset: int = 0
         if unconverted.any():
             problems.append(_problems(frame, column, original, unconverted, row_offset,
                                       NEEDS_WEIGHT, sources.get(column)))
-    for column, fmt in mapping.dates.items():
+    for column, fmt in dates.items():
         if column in frame.columns:
             original = frame[column]
             frame[column], unread = _dates(original, fmt)
@@ -430,13 +435,15 @@ def apply_mapping(df: pd.DataFrame, mapping: SiteMapping, *, row_offset: int = 0
 
 def _resolve_sources(
     columns: pd.Index, rename: dict[str, str], warnings: list[str]
-) -> dict[str, str]:
-    """The rename with each source as the table spells it; absent sources warned of."""
+) -> tuple[dict[str, str], set[str]]:
+    """The rename with each source as the table spells it, and the contract columns the table
+    has under their own name while the rename's source for them is absent. Absent sources are
+    warned of."""
     present = {str(c) for c in columns}
     folded: dict[str, str] = {}
     for column in present:
         folded.setdefault(fold(column), column)
-    resolved = {}
+    resolved, native = {}, set()
     for source, target in rename.items():
         if source in present:
             resolved[source] = target
@@ -445,11 +452,15 @@ def _resolve_sources(
             resolved[found] = target
             warnings.append(f"mapping rename {source!r} matched the table's column {found!r} "
                             "(ignoring case and surrounding spaces)")
-        elif target not in present:
+        elif target in present:
+            native.add(target)
+            warnings.append(f"mapping rename {source!r} -> {target}: the table has no column "
+                            f"{source!r}; its own {target} column is used as it is")
+        else:
             warnings.append(f"mapping rename {source!r} -> {target}: the table has no column "
                             f"{source!r}{_nearest(source, sorted(present))}, so {target} is "
                             "not read from it")
-    return resolved
+    return resolved, native
 
 
 def _dates(values: pd.Series, fmt: str) -> tuple[pd.Series, pd.Series]:
