@@ -147,3 +147,31 @@ def test_mixed_classes_get_no_therapy_class_constant(tmp_path):
     assert "therapy_class" not in suggestion.constants
     assert "therapy_class" in suggestion.missing_required
     assert suggestion.exit_code == 2
+
+
+def test_scoring_a_site_export_in_chunks_accounts_for_every_row(trained, tmp_path):
+    """Scored through the same mapping, chunk by chunk: an unreadable row is rejected with its
+    line, an implausible Hb is blanked and the patient scored, and the counts add up."""
+    site = site_export(contract_table(12))
+    site["Hb (g/L)"] = site["Hb (g/L)"].astype(object)
+    site.loc[3, "Hb (g/L)"] = 1.0  # 0.1 g/dL: an entry error
+    path = tmp_path / "site_export.csv"
+    write_semicolon_csv(site, path)
+    lines = path.read_text().splitlines()
+    lines[8] = lines[8].rsplit(";", 3)[0]  # data row 8, cut short
+    path.write_text("\n".join(lines) + "\n")
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(suggest_mapping(path).to_yaml(path.name))
+    from crsrisk.scoring.core import score_file
+
+    summary = score_file(path, tmp_path / "scores.csv", model=trained.load(), mapping=mapping,
+                         chunk_size=5, drivers=False, progress=False)
+    assert (summary.n_read, summary.n_scored, summary.n_rejected) == (12, 11, 1)
+    assert summary.n_blanked == 1
+    rejected = pd.read_csv(tmp_path / "scores.rejected.csv", dtype=str, keep_default_na=False)
+    assert rejected[["row_number", "column", "action", "source_column", "source_value"]
+                    ].values.tolist() == [
+        ["4", "hemoglobin_g_dl", "blanked", "Hb (g/L)", "1.0 g/L"],
+        ["8", "(whole row)", "rejected", "", ""],
+    ]
+    assert rejected["check"].iloc[1].startswith("has 12 fields where the header has 15 (line 9")
