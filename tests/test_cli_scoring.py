@@ -75,7 +75,8 @@ def test_all_valid_exits_0_with_a_summary_line(tmp_path, trained, monkeypatch):
 
 
 def test_rejected_rows_exit_1_and_are_named(tmp_path, model_dir):
-    source = write(tmp_path, baseline_frame(2, platelets_1e9_l=["5000"] + ["150"] * 5))
+    # Not a number: rejected (an out-of-range laboratory value would be blanked, the row scored).
+    source = write(tmp_path, baseline_frame(2, platelets_1e9_l=["many"] + ["150"] * 5))
     result = run("score", source, "--out", tmp_path / "s.csv", "--model", model_dir,
                  "--rejected", tmp_path / "bad.csv", "--no-drivers", "--chunk-size", "2")
     assert result.exit_code == 1, result.output

@@ -21,6 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from crsrisk.cli import app
+from crsrisk.contract.load import load_baseline
 from crsrisk.io import read_table
 from tests.conftest import baseline_frame
 
@@ -77,7 +78,8 @@ def test_formula_value_is_neutralised_in_the_rejected_file(tmp_path):
     table = baseline_frame().assign(patient_id=["=HYPERLINK(1)", "P2", "P3"])
     rejected = tmp_path / "rej.csv"
     run("validate", write(tmp_path, table), "--rejected", rejected)
-    assert rejected.read_text().count("'=HYPERLINK(1)") == 2  # patient_id and value cells
+    # patient_id, value and source_value cells
+    assert rejected.read_text().count("'=HYPERLINK(1)") == 3
 
 
 def test_crp_in_mg_dl_warns_with_the_fix(tmp_path):
@@ -102,7 +104,8 @@ def test_missing_required_column_exits_2(tmp_path):
         ("garbage.csv", bytes(range(256)) * 40, "not UTF-8"),
         ("latin1.csv", "patient_id,site\nA,Z\xfcrich\n".encode("latin-1"), "not UTF-8"),
         ("garbage.parquet", b"\x00\x01garbage", "could not be read as parquet"),
-        ("table.xlsx", b"PK\x03\x04", "neither CSV nor Parquet"),
+        ("table.xlsx", b"PK\x03\x04", "could not be read as an Excel workbook"),
+        ("table.docx", b"PK\x03\x04", "neither CSV, Excel nor Parquet"),
         ("header_only.csv", b"patient_id,age_years\n", "no data rows"),
     ],
 )
@@ -163,3 +166,109 @@ def test_events_regrade_other_scales(tmp_path):
     assert "labels: 2 severe (ASTCT >= 3) of 3; 2 regraded from events" in result.output
     refused = run("validate", write(tmp_path, table), "--rejected", tmp_path / "r.csv")
     assert "not usable for training" in refused.output and "--events" in refused.output
+
+
+# --- header drift, unreadable rows, implausible labs (nothing dropped in silence) --------------
+
+
+def test_trailing_space_and_case_in_a_header_are_matched_with_a_warning(tmp_path):
+    table = baseline_frame(2).rename(columns={"crp_mg_l": "crp_mg_l ", "ldh_u_l": "LDH_U_L"})
+    result = run("validate", write(tmp_path, table), "--rejected", tmp_path / "rej.csv")
+    assert result.exit_code == 0, result.output
+    assert "column 'crp_mg_l ' was read as 'crp_mg_l'" in result.output
+    assert "column 'LDH_U_L' was read as 'ldh_u_l'" in result.output
+
+
+def test_a_column_twice_after_case_folding_is_refused(tmp_path):
+    table = baseline_frame().assign(CRP_mg_L="9")
+    result = run("validate", write(tmp_path, table), "--rejected", tmp_path / "rej.csv")
+    assert result.exit_code == 2
+    assert "'crp_mg_l', 'CRP_mg_L'" in result.output
+
+
+def test_an_exactly_duplicated_column_is_refused(tmp_path):
+    path = tmp_path / "in.csv"
+    text = write(tmp_path, baseline_frame()).read_text().splitlines()
+    path.write_text("\n".join([text[0] + ",crp_mg_l"] + [row + ",7" for row in text[1:]]) + "\n")
+    result = run("validate", path, "--rejected", tmp_path / "rej.csv")
+    assert result.exit_code == 2
+    assert "has the column 'crp_mg_l' twice" in result.output
+
+
+@pytest.mark.parametrize(("cut", "fields"), [("short", 28), ("long", 30)])
+def test_a_row_with_the_wrong_number_of_fields_is_rejected_with_its_line(tmp_path, cut, fields):
+    path = write(tmp_path, baseline_frame(2))
+    lines = path.read_text().splitlines()
+    lines[2] = lines[2].rsplit(",", 1)[0] if cut == "short" else lines[2] + ",extra"
+    path.write_text("\n".join(lines) + "\n")
+    rejected = tmp_path / "rej.csv"
+    result = run("validate", path, "--rejected", rejected)
+    assert result.exit_code == 1, result.output
+    assert "read 6 rows: 5 valid, 1 rejected" in result.output
+    out = read_table(rejected)
+    assert out["row_number"].tolist() == ["2"]
+    assert out["column"].tolist() == ["(whole row)"]
+    assert f"has {fields} fields where the header has 29 (line 3 of the file)" in out["check"][0]
+
+
+def test_an_implausible_lab_is_blanked_and_the_patient_kept(tmp_path):
+    """The PrCRS-like case: Hb 0.1 g/dL and LDH 8 U/L are entry errors, not reasons to lose
+    the patient; they are blanked, reported as the site wrote them, and the row is used."""
+    table = baseline_frame(2)
+    table.loc[0, "hemoglobin_g_dl"] = "0.1"
+    table.loc[1, "ldh_u_l"] = "8"
+    path = write(tmp_path, table)
+    rejected = tmp_path / "rej.csv"
+    result = run("validate", path, "--rejected", rejected)
+    assert result.exit_code == 1, result.output
+    assert "6 valid, 0 rejected, 2 implausible value(s) blanked" in result.output
+    out = read_table(rejected)
+    assert out[["row_number", "column", "value", "action"]].values.tolist() == [
+        ["1", "hemoglobin_g_dl", "0.1", "blanked"], ["2", "ldh_u_l", "8", "blanked"]]
+    loaded = load_baseline(path)
+    assert len(loaded.result.valid) == 6
+    valid = loaded.result.valid
+    assert pd.isna(valid.loc[0, "hemoglobin_g_dl"]) and pd.isna(valid.loc[1, "ldh_u_l"])
+    assert valid.loc[3, "hemoglobin_g_dl"] == 11  # the same patient's copy, untouched
+
+    strict = run("validate", path, "--rejected", rejected, "--strict")
+    assert "4 valid, 2 rejected" in strict.output
+
+
+def test_a_blanked_value_is_shown_as_the_site_wrote_it(tmp_path):
+    table = baseline_frame(2).rename(columns={"hemoglobin_g_dl": "Hb"})
+    table["Hb"] = ["110", "7", "120", "105", "130", "98"]
+    path = write(tmp_path, table)
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text("rename: {Hb: hemoglobin_g_dl}\nunits: {hemoglobin_g_dl: g/L}\n")
+    rejected = tmp_path / "rej.csv"
+    run("validate", path, "--mapping", mapping, "--rejected", rejected)
+    row = read_table(rejected).iloc[0]
+    assert [row["value"], row["source_column"], row["source_value"], row["action"]] == [
+        "0.7", "Hb", "7 g/L", "blanked"]
+
+
+def test_rejected_file_equal_to_the_input_is_refused(tmp_path):
+    path = write(tmp_path, baseline_frame())
+    before = path.read_text()
+    result = run("validate", path, "--rejected", path)
+    assert result.exit_code == 2
+    assert "is the input file" in result.output
+    assert path.read_text() == before
+
+
+def test_a_semicolon_file_is_read_not_told_it_lacks_columns(tmp_path):
+    path = tmp_path / "in.csv"
+    baseline_frame(2).to_csv(path, sep=";", index=False)
+    result = run("validate", path, "--rejected", tmp_path / "rej.csv")
+    assert result.exit_code == 0, result.output
+    assert "lacks required" not in result.output
+
+
+def test_mapping_sources_absent_from_the_file_are_warned_of(tmp_path):
+    path = write(tmp_path, baseline_frame(2).drop(columns=["crp_mg_l"]))
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text("rename: {CRP: crp_mg_l}\nunits: {crp_mg_l: mg/dL}\n")
+    result = run("validate", path, "--mapping", mapping, "--rejected", tmp_path / "rej.csv")
+    assert "mapping rename 'CRP' -> crp_mg_l: the table has no column 'CRP'" in result.output
+    assert "mapping units names crp_mg_l, which the table does not have" in result.output

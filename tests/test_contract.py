@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
-from crsrisk.contract.spec import BASELINE_NAMES, REJECTED_COLUMNS_DOC
+from crsrisk.cli import app
+from crsrisk.contract import render
+from crsrisk.contract.products import PRODUCTS
+from crsrisk.contract.spec import (
+    BASELINE_COLUMNS,
+    BASELINE_NAMES,
+    EVENT_COLUMNS,
+    OUTCOME_COLUMNS,
+    REJECTED_COLUMNS_DOC,
+)
 from crsrisk.contract.validate import (
     REJECTED_COLUMNS,
     ContractRejection,
@@ -112,8 +124,10 @@ def test_levels_match_case_insensitively(baseline):
 def test_row_problem_lands_in_rejected_table(baseline, column, value, words):
     table = baseline.copy()
     table.loc[0, column] = value
-    result = validate(table, today=TODAY)
+    # strict: an implausible laboratory value (crp, creatinine) rejects its row too.
+    result = validate(table, today=TODAY, strict=True)
     assert list(result.rejected.columns) == list(REJECTED_COLUMNS)
+    assert result.rejected["action"].tolist() == ["rejected"]
     assert len(result.rejected) == 1, result.rejected
     row = result.rejected.iloc[0]
     assert row["row_number"] == 1
@@ -223,3 +237,90 @@ def test_events_table():
 
 def test_rejected_columns_documented():
     assert tuple(REJECTED_COLUMNS) == REJECTED_COLUMNS_DOC
+
+
+# --- the contract in the repository -------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_docs_contract_is_generated_from_the_spec():
+    """docs/contract.md is `crsrisk contract` output: regenerate it with
+    `crsrisk contract --out docs/contract.md` after changing contract/spec.py."""
+    assert (ROOT / "docs" / "contract.md").read_text(encoding="utf-8") == render.markdown()
+
+
+def test_markdown_names_every_column_with_unit_allowed_values_and_meaning():
+    text = render.markdown()
+    for spec in (*BASELINE_COLUMNS, *OUTCOME_COLUMNS, *EVENT_COLUMNS):
+        assert spec.meaning, spec.name
+        assert any(spec.unit in row and spec.allowed in row and spec.meaning in row
+                   for row in text.splitlines() if row.startswith(f"| {spec.name} |")), spec
+    for product in PRODUCTS.values():
+        for brand in product.brands:
+            assert brand in text
+    for column in REJECTED_COLUMNS:
+        assert f"| {column} |" in text
+
+
+def test_templates_carry_the_contract_header(tmp_path):
+    header = render.csv_template().strip().split(",")
+    assert header == [s.name for s in (*BASELINE_COLUMNS, *OUTCOME_COLUMNS)]
+    schema = json.loads(render.json_schema())
+    assert schema["properties"]["crp_mg_l"]["x-unit"] == "mg/L"
+    assert set(schema["required"]) == {s.name for s in BASELINE_COLUMNS if s.required}
+    path = tmp_path / "template.xlsx"
+    result = CliRunner().invoke(app, ["contract", "--format", "xlsx-template", "--out", str(path)])
+    assert result.exit_code == 0, result.output
+    assert pd.read_excel(path, sheet_name="baseline", engine="calamine").columns.tolist() == header
+
+
+def test_contract_command_prints_markdown_and_refuses_unknown_formats():
+    runner = CliRunner()
+    printed = runner.invoke(app, ["contract"])
+    assert printed.exit_code == 0 and printed.output == render.markdown()
+    unknown = runner.invoke(app, ["contract", "--format", "pdf"])
+    assert unknown.exit_code == 2 and "unknown --format 'pdf'" in unknown.output
+
+
+def test_nothing_points_outside_the_repository():
+    for folder in ("src", "configs", "docs", "data", "tests"):
+        for path in (ROOT / folder).rglob("*"):
+            if path.is_file() and path.suffix in (".py", ".md", ".yaml", ".csv", ".txt"):
+                assert "shared" + "/" not in path.read_text(encoding="utf-8"), path
+
+
+# --- implausible laboratory values --------------------------------------------------------------
+
+
+def test_an_implausible_lab_value_is_blanked_and_the_row_kept(baseline):
+    table = baseline.copy()
+    table.loc[0, "hemoglobin_g_dl"] = "0.1"
+    result = validate(table, today=TODAY)
+    assert len(result.valid) == 3 and pd.isna(result.valid.loc[0, "hemoglobin_g_dl"])
+    assert result.rejected[["column", "value", "action"]].values.tolist() == [
+        ["hemoglobin_g_dl", "0.1", "blanked"]]
+    assert result.n_rejected_rows == 0 and result.n_blanked == 1
+
+
+def test_a_blanked_value_in_a_rejected_row_is_not_called_blanked(baseline):
+    table = baseline.copy()
+    table.loc[0, ["hemoglobin_g_dl", "age_years"]] = ["0.1", "150"]
+    result = validate(table, today=TODAY)
+    assert set(result.rejected["action"]) == {"rejected"}
+    assert result.n_rejected_rows == 1
+
+
+def test_a_column_mostly_out_of_range_is_rejected_not_blanked():
+    table = baseline_frame(2).assign(hemoglobin_g_dl=["110", "120", "98"] * 2)  # g/L
+    result = validate(table, today=TODAY, allow_all_rejected=True)
+    assert result.n_blanked == 0
+    assert set(result.rejected.loc[result.rejected["column"].eq("hemoglobin_g_dl"),
+                                   "action"]) == {"rejected"}
+
+
+def test_non_lab_columns_are_never_blanked(baseline):
+    table = baseline.copy()
+    table.loc[0, "marrow_blasts_pct"] = "140"
+    result = validate(table, today=TODAY)
+    assert result.rejected["action"].tolist() == ["rejected"]

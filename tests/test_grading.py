@@ -1,4 +1,4 @@
-"""ASTCT 2019 grading and label resolution (shared/data-contract.md, sections 2 and 3)."""
+"""ASTCT 2019 grading and label resolution (data contract sections 2 and 3, docs/contract.md)."""
 
 from __future__ import annotations
 

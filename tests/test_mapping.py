@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pydantic
 import pytest
 
 from crsrisk.contract.mapping import (
@@ -292,3 +293,96 @@ def test_mapping_is_frozen():
     mapping = SiteMapping()
     with pytest.raises(ValueError, match="frozen"):
         mapping.rename = {"a": "patient_id"}
+
+
+# --- what sites need: constants, dates, more units, warnings, sources ---------------------------
+
+
+def test_constants_add_an_absent_column_and_fill_a_present_one():
+    out = mapped(raw(patient_id=["a", "b"]), constants={"therapy_class": "CAR-T"})
+    assert out.frame["therapy_class"].tolist() == ["CAR-T", "CAR-T"]
+    assert out.warnings == ()
+    filled = mapped(raw(site=["A", None]), constants={"site": "Munich"})
+    assert filled.frame["site"].tolist() == ["A", "Munich"]
+    assert "keeps" in filled.warnings[0] or "kept" in filled.warnings[0]
+
+
+def test_a_constant_outside_the_levels_is_refused():
+    with pytest.raises(pydantic.ValidationError, match="not a level"):
+        SiteMapping(constants={"therapy_class": "CART"})
+
+
+@pytest.mark.parametrize(("fmt", "cells"), [
+    ("%d.%m.%Y", ["04.03.2021", "2021-03-04", "31.02.2021", None]),
+    ("%m/%d/%Y", ["03/04/2021", "2021-03-04", "02/31/2021", None]),
+])
+def test_dates_in_the_site_format_become_iso(fmt, cells):
+    out = mapped(raw(patient_id=list("abcd"), infusion_date=cells), dates={"infusion_date": fmt})
+    assert out.frame["infusion_date"].tolist()[:2] == ["2021-03-04", "2021-03-04"]
+    assert pd.isna(out.frame["infusion_date"].iloc[2])
+    assert out.problems[["row_number", "value", "action"]].values.tolist() == [
+        [3, cells[2], "rejected"]]
+    assert fmt in out.problems["check"].iloc[0]
+
+
+@pytest.mark.parametrize(("column", "unit", "given", "expected"), [
+    ("hemoglobin_g_dl", "g/L", "110", 11.0),
+    ("marrow_blasts_pct", "fraction", "0.4", 40.0),
+    ("cell_dose_1e6_per_kg", "cells_per_kg", "2000000", 2.0),
+    ("platelets_1e9_l", "1e3_per_uL", "150", 150.0),
+    ("platelets_1e9_l", "per_uL", "150000", 150.0),
+    ("creatinine_mg_dl", "umol/L", "88.4", 1.0),
+    ("crp_mg_l", "mg/dL", "2.5", 25.0),
+    ("anc_1e9_l", "per_uL", "3100", 3.1),
+])
+def test_site_units_convert_to_the_contract_unit(column, unit, given, expected):
+    out = mapped(raw(**{column: [given]}), units={column: unit})
+    assert float(out.frame[column].iloc[0]) == pytest.approx(expected)
+
+
+def test_total_cells_are_divided_by_weight():
+    out = mapped(raw(weight_kg=["80"], dose=["160000000"]),
+                 rename={"dose": "cell_dose_1e6_per_kg"},
+                 units={"cell_dose_1e6_per_kg": "total_cells"})
+    assert out.frame["cell_dose_1e6_per_kg"].iloc[0] == pytest.approx(2.0)
+
+
+def test_sources_absent_from_the_table_are_warned_of():
+    """The example mapping on a correctly named file: every source is absent, and said so."""
+    df = raw(patient_id=["a"], crp_mg_l=["25"], creatinine_mg_dl=["0.9"])
+    out = apply_mapping(df, load_mapping(EXAMPLE))
+    said = " ".join(out.warnings)
+    for source in ("MRN_pseudo", "PLT", "CAR_dose_total"):
+        assert f"mapping rename '{source}'" in said
+    assert "units names platelets_1e9_l, which the table does not have" in said
+    # The units were said of the absent source CRP, not of the table's own crp_mg_l (mg/L).
+    assert out.frame["crp_mg_l"].tolist() == ["25"]
+    assert "table's own crp_mg_l is not converted" in said
+    assert out.frame["creatinine_mg_dl"].tolist() == ["0.9"]
+
+
+def test_rename_sources_match_ignoring_case_and_spaces_with_a_warning():
+    out = mapped(raw(**{"crp ": ["2"]}), rename={"CRP": "crp_mg_l"})
+    assert out.frame.columns.tolist() == ["crp_mg_l"]
+    assert "matched the table's column 'crp '" in out.warnings[0]
+
+
+def test_sources_keep_the_value_as_the_site_wrote_it():
+    out = mapped(raw(Hb=["70", "7"]), rename={"Hb": "hemoglobin_g_dl"},
+                 units={"hemoglobin_g_dl": "g/L"})
+    source = out.sources["hemoglobin_g_dl"]
+    assert (source.column, source.shown(1)) == ("Hb", "7 g/L")
+
+
+def test_file_options_are_read_and_checked(tmp_path):
+    mapping = load_mapping(write(tmp_path, "file: {delimiter: ';', decimal: ','}\n"))
+    assert (mapping.file.delimiter, mapping.file.decimal) == (";", ",")
+    with pytest.raises(MappingError, match="one character"):
+        load_mapping(write(tmp_path, "file: {delimiter: ';;'}\n"))
+
+
+def test_new_sections_leave_old_fingerprints_alone():
+    old = SiteMapping(rename={"CRP": "crp_mg_l"})
+    assert set(old.to_dict()) == {"rename", "recode", "units"}
+    assert SiteMapping(rename={"CRP": "crp_mg_l"}, dates={"infusion_date": "%d.%m.%Y"}
+                       ).fingerprint() != old.fingerprint()

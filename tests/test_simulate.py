@@ -215,7 +215,7 @@ def test_events_follow_astct(big: SimulatedCohort) -> None:
     assert 0.005 < counts[5] / counts[3:].sum() < 0.06
 
 
-# Trial figures on the ASTCT scale in shared/literature.md, kept as targets unchanged.
+# Published trial figures on the ASTCT scale, kept as targets unchanged.
 ASTCT_TRIAL_RATES = {"cilta-cel": 0.04, "obe-cel": 0.024, "teclistamab": 0.006,
                      "glofitamab": 0.04, "epcoritamab": 0.025}  # fmt: skip
 

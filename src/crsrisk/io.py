@@ -1,14 +1,23 @@
-"""Reading and writing the pipeline's tables: CSV or Parquet chosen by extension, atomic writes."""
+"""Reading and writing the pipeline's tables: CSV (any common delimiter, decimal commas, gzip),
+Excel or Parquet chosen by extension; atomic writes.
+
+A CSV row with too few or too many fields is never padded or cut: it is delivered as a row of
+missing values and named in the frame's ``attrs[BAD_ROWS]`` ({row position: what is wrong}), so
+that validation rejects it with its row number and the counts of a file stay whole.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import datetime as dt
 import glob
 import gzip
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +31,11 @@ from crsrisk.errors import ContractError
 
 __all__ = [
     "CSV_SUFFIXES",
+    "EXCEL_SUFFIXES",
     "PARQUET_SUFFIXES",
+    "BAD_ROWS",
+    "CsvDialect",
+    "sniff_csv",
     "FORMULA_PREFIXES",
     "PLAIN_NUMBER",
     "table_format",
@@ -36,8 +49,14 @@ __all__ = [
     "TableWriter",
 ]
 
-CSV_SUFFIXES = (".csv", ".csv.gz")
+CSV_SUFFIXES = (".csv", ".csv.gz", ".txt", ".tsv")
+EXCEL_SUFFIXES = (".xlsx", ".xlsm", ".xls")
 PARQUET_SUFFIXES = (".parquet", ".pq")
+# frame.attrs key: {0-based row position in the file: why that row could not be read}.
+BAD_ROWS = "crsrisk.bad_rows"
+DELIMITERS = (",", ";", "\t", "|")
+# A number written with a decimal comma (1,5 or -0,25), as many European exports do.
+_DECIMAL_COMMA = r"[+-]?\d*,\d+(?:[eE][+-]?\d+)?"
 # Cells starting with these are run as formulas by spreadsheet programs (CSV injection).
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 PLAIN_NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
@@ -46,15 +65,62 @@ _NA_WORDS = pa.array(sorted(STR_NA_VALUES), pa.large_string())
 
 
 def table_format(path: str | Path) -> str:
-    """Return "csv" or "parquet" from the file name, or raise ContractError for anything else."""
+    """Return "csv", "excel" or "parquet" from the file name; ContractError for anything else."""
     name = str(path).lower()
     if name.endswith(CSV_SUFFIXES):
         return "csv"
     if name.endswith(PARQUET_SUFFIXES):
         return "parquet"
+    if name.endswith(EXCEL_SUFFIXES):
+        return "excel"
     raise ContractError(
-        f"{path} is neither CSV nor Parquet: give a file ending in .csv, .csv.gz or .parquet."
+        f"{path} is neither CSV, Excel nor Parquet: give a file ending in .csv, .csv.gz, .xlsx, "
+        ".xls or .parquet."
     )
+
+
+@dataclass(frozen=True)
+class CsvDialect:
+    """How a CSV file is written: its field delimiter and decimal mark."""
+
+    delimiter: str = ","
+    decimal: str = "."
+
+    def describe(self) -> str:
+        names = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+        mark = "decimal comma" if self.decimal == "," else "decimal point"
+        return f"{names.get(self.delimiter, repr(self.delimiter))}-separated, {mark}"
+
+
+def _open_text(path: Path):
+    opener = gzip.open if str(path).lower().endswith(".gz") else open
+    # utf-8-sig also accepts the byte-order mark that spreadsheet exports add.
+    return opener(path, "rt", encoding="utf-8-sig", newline="")
+
+
+def sniff_csv(path: str | Path, sample_bytes: int = 65_536) -> CsvDialect:
+    """The delimiter (the one splitting the header into most fields) and the decimal mark (a
+    comma where a non-comma-separated file holds numbers such as ``1,5``) of a CSV file."""
+    path = Path(path)
+    try:
+        with _open_text(path) as handle:
+            sample = handle.read(sample_bytes)
+    except (UnicodeDecodeError, OSError, EOFError):
+        return CsvDialect()  # the reader then reports the file as unreadable
+    lines = sample.splitlines()
+    header = lines[0] if lines else ""
+
+    def fields(delimiter: str) -> int:
+        return len(next(csv.reader([header], delimiter=delimiter), []))
+
+    delimiter = max(DELIMITERS, key=lambda d: (fields(d), d == ","))
+    decimal = "."
+    if delimiter != ",":
+        body = lines[1:-1] if len(lines) > 2 else lines[1:]
+        cells = (c.strip() for row in csv.reader(body, delimiter=delimiter) for c in row)
+        if any(re.fullmatch(_DECIMAL_COMMA, c) for c in cells):
+            decimal = ","
+    return CsvDialect(delimiter, decimal)
 
 
 def _unreadable(path: Path, exc: Exception) -> ContractError:
@@ -65,6 +131,8 @@ def _unreadable(path: Path, exc: Exception) -> ContractError:
         )
     if isinstance(exc, pd.errors.EmptyDataError):
         return ContractError(f"{path} is empty: it needs a header row and at least one data row.")
+    if isinstance(exc, csv.Error):
+        return ContractError(f"{path} is not a well-formed CSV file ({exc}): check its quoting.")
     return ContractError(
         f"{path} could not be read as {table_format(path)} ({type(exc).__name__}): "
         "check that it is a valid, uncorrupted table."
@@ -75,93 +143,177 @@ def _check_exists(path: Path) -> None:
     if not path.exists():
         raise ContractError(f"{path} does not exist: check the path.")
     if path.is_dir():
-        raise ContractError(f"{path} is a directory: give a CSV or Parquet file.")
+        raise ContractError(f"{path} is a directory: give a CSV, Excel or Parquet file.")
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a whole table. CSV cells are read as text, so the contract parser sees them as given."""
-    return pd.concat(list(iter_table(path, chunk_size=None)), ignore_index=True)
+def read_table(
+    path: str | Path,
+    *,
+    sheet: str | None = None,
+    dialect: CsvDialect | None = None,
+) -> pd.DataFrame:
+    """Read a whole table. CSV and Excel cells are read as text, so that the contract parser
+    sees them as given; unreadable rows are named in ``attrs[BAD_ROWS]``."""
+    frames = list(iter_table(path, chunk_size=None, sheet=sheet, dialect=dialect))
+    bad = {k: v for frame in frames for k, v in frame.attrs.get(BAD_ROWS, {}).items()}
+    frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    frame.attrs = {BAD_ROWS: bad} if bad else {}
+    return frame
 
 
-def iter_table(path: str | Path, chunk_size: int | None = 100_000) -> Iterator[pd.DataFrame]:
+def iter_table(
+    path: str | Path,
+    chunk_size: int | None = 100_000,
+    *,
+    sheet: str | None = None,
+    dialect: CsvDialect | None = None,
+) -> Iterator[pd.DataFrame]:
     """Yield the table in chunks of at most ``chunk_size`` rows (one chunk when None).
 
     Each chunk keeps a RangeIndex continuing from the previous one, so that index + 1 is the
     1-based data row of the file.
+
+    Parameters
+    ----------
+    path
+        CSV (``.csv``, ``.csv.gz``, ``.txt``, ``.tsv``), Excel (``.xlsx``, ``.xls``) or Parquet.
+    chunk_size
+        Rows per chunk; None for one chunk.
+    sheet
+        The Excel sheet to read (name, or 0-based position as text); default the first.
+    dialect
+        The CSV delimiter and decimal mark; default sniffed from the file (`sniff_csv`).
     """
     path = Path(path)
     fmt = table_format(path)
     _check_exists(path)
     if path.stat().st_size == 0:
         raise ContractError(f"{path} is empty: it needs a header row and at least one data row.")
+    if sheet is not None and fmt != "excel":
+        raise ContractError(f"--sheet applies to Excel files only, and {path} is {fmt}.")
     try:
         if fmt == "csv":
-            yield from _iter_csv(path, chunk_size)
+            yield from _iter_csv(path, chunk_size, dialect or sniff_csv(path))
+        elif fmt == "excel":
+            yield from _iter_excel(path, chunk_size, sheet)
         else:
             yield from _iter_parquet(path, chunk_size)
     except ContractError:
         raise
-    except (ValueError, OSError, pa.ArrowException, pd.errors.ParserError) as exc:
+    except (ValueError, OSError, EOFError, csv.Error, pa.ArrowException,
+            pd.errors.ParserError) as exc:
         raise _unreadable(path, exc) from exc
 
 
-def _iter_csv(path: Path, chunk_size: int | None) -> Iterator[pd.DataFrame]:
+def _iter_csv(path: Path, chunk_size: int | None, dialect: CsvDialect) -> Iterator[pd.DataFrame]:
     """CSV cells as text, as ``pd.read_csv(dtype=str, skipinitialspace=True)`` reads them.
 
-    Arrow's parser is tried first (several times faster); whatever it refuses (short rows,
-    invalid UTF-8, duplicated column names, a quoted cell after spaces) is read by pandas from
-    the first row Arrow did not deliver, so both give the same frames.
+    Arrow's parser is tried first (several times faster); whatever it refuses (rows with too few
+    or too many fields, invalid UTF-8, a quoted cell after spaces) is read by Python's csv module
+    from the first row Arrow did not deliver, so both give the same frames.
     """
+    header = _csv_header(path, dialect.delimiter)
     delivered = 0
     try:
-        for frame in _iter_csv_arrow(path, chunk_size):
-            yield frame
+        for frame in _iter_csv_arrow(path, chunk_size, header, dialect.delimiter):
+            yield _decimal_points(frame, dialect)
             delivered += len(frame)
     except _ArrowDeclined:
-        yield from _iter_csv_pandas(path, chunk_size, skip=delivered)
+        for frame in _iter_csv_python(path, chunk_size, header, dialect.delimiter, delivered):
+            yield _decimal_points(frame, dialect)
 
 
 class _ArrowDeclined(Exception):
-    """Arrow cannot read this CSV exactly as pandas would: let pandas read it."""
+    """Arrow cannot read this CSV exactly as pandas would: let Python's csv module read it."""
 
 
-def _iter_csv_pandas(path: Path, chunk_size: int | None, skip: int = 0) -> Iterator[pd.DataFrame]:
-    # utf-8-sig also accepts the byte-order mark that spreadsheet exports add.
-    reader = pd.read_csv(
-        path,
-        dtype=str,
-        encoding="utf-8-sig",
-        chunksize=chunk_size,
-        skipinitialspace=True,
-        on_bad_lines="error",
-    )
-    if chunk_size is None:
-        yield reader.iloc[skip:] if skip else reader
-        return
-    with reader:
-        for frame in reader:
-            if skip and frame.index[-1] < skip:
+def _csv_header(path: Path, delimiter: str) -> list[str]:
+    """The column names (byte-order mark and leading spaces dropped), refused when repeated."""
+    with _open_text(path) as handle:
+        names = next(csv.reader(handle, delimiter=delimiter, skipinitialspace=True), [])
+    if not names:
+        raise ContractError(f"{path} is empty: it needs a header row and at least one data row.")
+    names = [name or f"Unnamed: {i}" for i, name in enumerate(names)]
+    _refuse_repeated_names(path, names)
+    return names
+
+
+def _refuse_repeated_names(path: Path, names: list[str]) -> None:
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names, start=1):
+        if name in seen:
+            raise ContractError(
+                f"{path} has the column {name!r} twice (columns {seen[name]} and {i}): drop or "
+                "rename one, as which of them to use cannot be guessed."
+            )
+        seen[name] = i
+
+
+_NA_CELLS = frozenset(STR_NA_VALUES)
+
+
+def _iter_csv_python(
+    path: Path, chunk_size: int | None, names: list[str], delimiter: str, skip: int
+) -> Iterator[pd.DataFrame]:
+    """The slow, exact reader: each row checked for its number of fields."""
+    width = len(names)
+    rows: list[list[str | None]] = []
+    bad: dict[int, str] = {}
+    start = position = 0
+    with _open_text(path) as handle:
+        reader = csv.reader(handle, delimiter=delimiter, skipinitialspace=True)
+        next(reader, None)
+        for record in reader:
+            if not record or record == [""]:
+                continue  # a blank line, as pandas skips it
+            if len(record) != width:
+                if position >= skip:
+                    bad[position] = (
+                        f"has {len(record)} fields where the header has {width} (line "
+                        f"{reader.line_num} of the file): the row was not read"
+                    )
+                record = [None] * width
+            else:
+                record = [None if cell in _NA_CELLS else cell for cell in record]
+            position += 1
+            if position <= skip:
+                start = position
                 continue
-            yield frame[frame.index >= skip] if skip else frame
+            rows.append(record)
+            if chunk_size is not None and len(rows) == chunk_size:
+                yield _text_frame(rows, names, start, bad)
+                start, rows, bad = position, [], {}
+    if rows or (start == 0 and chunk_size is None) or position == 0:
+        yield _text_frame(rows, names, start, bad)
 
 
-def _csv_header(path: Path) -> list[str]:
-    """The column names as pandas reads them (byte-order mark and leading spaces dropped)."""
-    opener = gzip.open if str(path).lower().endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
-        return next(csv.reader(handle, skipinitialspace=True), [])
+def _text_frame(rows: list, names: list[str], start: int, bad: dict[int, str]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=names, dtype="str") if rows else pd.DataFrame(
+        {name: pd.Series(dtype="str") for name in names})
+    frame.index = pd.RangeIndex(start, start + len(frame))
+    if bad:
+        frame.attrs[BAD_ROWS] = dict(bad)
+    return frame
 
 
-def _iter_csv_arrow(path: Path, chunk_size: int | None) -> Iterator[pd.DataFrame]:
-    try:
-        names = _csv_header(path)
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise _ArrowDeclined from exc
-    if not names or len(set(names)) < len(names):
-        raise _ArrowDeclined  # pandas' own messages, and its renaming of duplicated names
+def _decimal_points(frame: pd.DataFrame, dialect: CsvDialect) -> pd.DataFrame:
+    """Numbers written with a decimal comma, rewritten with a point (other text untouched)."""
+    if dialect.decimal != ",":
+        return frame
+    for name in frame.columns:
+        col = frame[name]
+        comma = col.str.fullmatch(_DECIMAL_COMMA).fillna(False).astype(bool)
+        if comma.any():
+            frame[name] = col.where(~comma, col.str.replace(",", ".", regex=False))
+    return frame
+
+
+def _iter_csv_arrow(
+    path: Path, chunk_size: int | None, names: list[str], delimiter: str
+) -> Iterator[pd.DataFrame]:
     options = {
         "read_options": pacsv.ReadOptions(column_names=names, skip_rows=1),
-        "parse_options": pacsv.ParseOptions(newlines_in_values=True),
+        "parse_options": pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
         "convert_options": pacsv.ConvertOptions(
             # large_string is what pandas' str dtype holds: no conversion per chunk.
             column_types=dict.fromkeys(names, pa.large_string()),
@@ -209,6 +361,64 @@ def _like_pandas(table: pa.Table, start: int) -> pd.DataFrame:
     frame = pa.table(columns).to_pandas() if columns else pd.DataFrame()
     frame.index = pd.RangeIndex(start, start + table.num_rows)
     return frame
+
+
+def _iter_excel(path: Path, chunk_size: int | None, sheet: str | None) -> Iterator[pd.DataFrame]:
+    """An Excel sheet as text cells: numbers as written (7, not 7.0), dates as YYYY-MM-DD."""
+    try:
+        with pd.ExcelFile(path, engine="calamine") as book:
+            names = book.sheet_names
+            chosen: str | int = 0
+            if sheet is not None:
+                if sheet in names:
+                    chosen = sheet
+                elif sheet.isdigit() and int(sheet) < len(names):
+                    chosen = int(sheet)
+                else:
+                    raise ContractError(f"{path} has no sheet {sheet!r}: its sheets are "
+                                        f"{', '.join(map(repr, names))}.")
+            cells = pd.read_excel(book, sheet_name=chosen, header=None, dtype=object)
+    except ContractError:
+        raise
+    except Exception as exc:  # calamine's own error types, for a damaged or mislabelled file
+        raise ContractError(
+            f"{path} could not be read as an Excel workbook ({type(exc).__name__}): check that "
+            "it is a valid, uncorrupted .xlsx or .xls file."
+        ) from exc
+    if cells.empty:
+        raise ContractError(f"{path} is empty: it needs a header row and at least one data row.")
+    header = [_excel_text(v) or f"Unnamed: {i}" for i, v in enumerate(cells.iloc[0])]
+    _refuse_repeated_names(path, header)
+    body = cells.iloc[1:]
+    body = body[body.notna().any(axis=1)]  # blank rows, as a CSV reader skips blank lines
+    columns = {
+        name: pd.Series([_excel_text(v) for v in body.iloc[:, i]], dtype="str")
+        for i, name in enumerate(header)
+    }
+    frame = pd.DataFrame(columns) if len(body) else pd.DataFrame(
+        {name: pd.Series(dtype="str") for name in header})
+    step = chunk_size or max(len(frame), 1)
+    for start in range(0, max(len(frame), 1), step):
+        chunk = frame.iloc[start:start + step]
+        chunk.index = pd.RangeIndex(start, start + len(chunk))
+        yield chunk
+
+
+def _excel_text(value: object) -> str | None:
+    """One spreadsheet cell as the text it shows (integers without .0, ISO dates)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+    if isinstance(value, pd.Timestamp | dt.datetime):
+        stamp = pd.Timestamp(value)
+        return stamp.date().isoformat() if stamp == stamp.normalize() else stamp.isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    text = str(value)
+    return text if text.strip() else None
 
 
 # Parquet integers and booleans as pandas' nullable types: by default a chunk with a missing

@@ -1,4 +1,4 @@
-"""Commands for tables: simulate, validate."""
+"""Commands for tables: simulate, validate, contract, suggest-mapping."""
 
 from __future__ import annotations
 
@@ -7,9 +7,26 @@ from typing import Annotated
 
 import typer
 
-from crsrisk.cli.common import EXIT_REJECTED, MappingOption, app, file_stem, say, user_errors
+from crsrisk.cli.common import (
+    EXIT_REJECTED,
+    MappingOption,
+    app,
+    file_stem,
+    say,
+    user_errors,
+)
+from crsrisk.errors import CrsriskError
 
-__all__ = ["simulate", "validate"]
+__all__ = ["simulate", "validate", "contract", "suggest_mapping", "SheetOption", "StrictOption"]
+
+SheetOption = Annotated[
+    str | None, typer.Option("--sheet", help="Excel sheet to read, by name [default: the first].")
+]
+StrictOption = Annotated[
+    bool,
+    typer.Option("--strict", help="Reject a row with an implausible laboratory value instead "
+                 "of blanking the value."),
+]
 
 
 @app.command()
@@ -40,7 +57,7 @@ def simulate(
 @app.command()
 @user_errors
 def validate(
-    input: Annotated[Path, typer.Argument(help="Baseline table, CSV or Parquet.")],
+    input: Annotated[Path, typer.Argument(help="Baseline table: CSV, Excel or Parquet.")],
     events: Annotated[
         Path | None, typer.Option(help="Raw CRS event table, for regrading other scales.")
     ] = None,
@@ -49,8 +66,11 @@ def validate(
         Path | None,
         typer.Option(help="Where to write rejected rows [default: <input>.rejected.csv here]."),
     ] = None,
+    sheet: SheetOption = None,
+    strict: StrictOption = False,
 ) -> None:
-    """Check a table against the data contract. Exit 0 all valid, 1 rows rejected, 2 unusable."""
+    """Check a table against the data contract. Exit 0 all valid, 1 rows rejected or values
+    blanked, 2 unusable."""
     from crsrisk.contract.grading import LabelError, resolve_labels
     from crsrisk.contract.load import load_baseline, load_events
     from crsrisk.contract.validate import ContractRejection
@@ -61,16 +81,17 @@ def validate(
     check_distinct_paths({"input": input, "--events": events, "--mapping": mapping},
                          {"--rejected": rejected})
     try:
-        loaded = load_baseline(input, mapping=mapping)
+        loaded = load_baseline(input, mapping=mapping, sheet=sheet, strict=strict)
     except ContractRejection as exc:
         write_table(exc.rejected, rejected)
         say(f"rejected rows written to {rejected}")
         raise
     result = loaded.result
+    blanked = f", {result.n_blanked:,} implausible value(s) blanked" if result.n_blanked else ""
     say(f"read {result.n_read:,} rows: {len(result.valid):,} valid, "
-        f"{result.n_rejected_rows:,} rejected")
-    for (column, check), count in result.rejected_by_rule().items():
-        say(f"  {count:>8,}  {column}: {check}")
+        f"{result.n_rejected_rows:,} rejected{blanked}")
+    for (column, check, action), count in result.rejected_by_rule().items():
+        say(f"  {count:>8,}  {column}: {check}" + (" (blanked)" if action == "blanked" else ""))
     for warning in result.warnings:
         say(f"warning: {warning}")
     if loaded.mapping is not None:
@@ -93,5 +114,77 @@ def validate(
                     "(labels kept as given)")
     write_table(result.rejected, rejected)
     say(f"rejected rows written to {rejected}")
-    if result.n_rejected_rows or event_rows_rejected:
+    if result.n_rejected_rows or result.n_blanked or event_rows_rejected:
         raise typer.Exit(EXIT_REJECTED)
+
+
+@app.command()
+@user_errors
+def contract(
+    format: Annotated[
+        str,
+        typer.Option("--format", help="markdown, csv-template, xlsx-template or json-schema."),
+    ] = "markdown",
+    out: Annotated[
+        Path | None, typer.Option(help="Write here instead of printing [xlsx-template: needed].")
+    ] = None,
+) -> None:
+    """Print the data contract: every column with type, unit, allowed values, required, meaning."""
+    from crsrisk.contract import render
+    from crsrisk.io import atomic_path
+
+    if format not in render.FORMATS:
+        raise CrsriskError(f"unknown --format {format!r}: use one of {', '.join(render.FORMATS)}.")
+    if format == "xlsx-template":
+        if out is None:
+            raise CrsriskError("--format xlsx-template needs --out FILE.xlsx.")
+        with atomic_path(out) as tmp:
+            render.write_xlsx_template(tmp)
+        say(f"wrote the contract's Excel template to {out}")
+        return
+    text = {"markdown": render.markdown, "csv-template": render.csv_template,
+            "json-schema": render.json_schema}[format]()
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    with atomic_path(out) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    say(f"wrote the contract ({format}) to {out}")
+
+
+@app.command("suggest-mapping")
+@user_errors
+def suggest_mapping(
+    input: Annotated[Path, typer.Argument(help="The site's own table: CSV, Excel or Parquet.")],
+    out: Annotated[Path, typer.Option(help="Where to write the draft mapping (YAML).")],
+    sheet: SheetOption = None,
+    force: Annotated[bool, typer.Option(help="Overwrite --out if it exists.")] = False,
+) -> None:
+    """Draft a site mapping to review. Exit 0 every column found, 1 some optional ones not,
+    2 a required one not (named, with the closest candidates)."""
+    from crsrisk.contract.suggest import suggest_mapping as suggest
+    from crsrisk.io import atomic_path
+
+    if out.exists() and not force:
+        raise CrsriskError(f"{out} exists: give another --out, or --force to overwrite it.")
+    suggestion = suggest(input, sheet=sheet)
+    with atomic_path(out) as tmp:
+        tmp.write_text(suggestion.to_yaml(input.name), encoding="utf-8")
+    for source, (target, confidence, why) in suggestion.rename.items():
+        say(f"  {source!r} -> {target} ({confidence}: {why})")
+    for column, (unit, confidence, why) in suggestion.units.items():
+        say(f"  {column} in {unit} ({confidence}: {why})")
+    for column, (fmt, confidence, why) in suggestion.dates.items():
+        say(f"  {column} dates as {fmt} ({confidence}: {why})")
+    for column, (value, confidence, why) in suggestion.constants.items():
+        say(f"  {column} = {value} for every row ({confidence}: {why})")
+    say(f"wrote the draft mapping to {out}: review it, then crsrisk validate {input} "
+        f"--mapping {out}")
+    if suggestion.missing_optional:
+        say(f"optional columns not found (left missing): "
+            f"{', '.join(suggestion.missing_optional)}")
+    for column, close in suggestion.missing_required.items():
+        say(f"error: required column {column} not found (closest: "
+            f"{', '.join(map(repr, close)) or 'none'}): rename one in {out}")
+    if suggestion.exit_code:
+        raise typer.Exit(suggestion.exit_code)

@@ -103,11 +103,12 @@ def score(
     for warning in summary.warnings:
         say(f"warning: {warning}")
     say(summary.line())
-    if summary.n_rejected:
+    if summary.n_rejected or summary.n_blanked:
         from crsrisk.scoring.outputs import sibling_path
 
         rejected_path = rejected or sibling_path(out, "rejected")
-        say(f"{summary.n_rejected:,} rows rejected: see {rejected_path}")
+        say(f"{summary.n_rejected:,} rows rejected, {summary.n_blanked:,} "
+            f"implausible values blanked: see {rejected_path}")
         raise typer.Exit(EXIT_REJECTED)
 
 

@@ -1,7 +1,7 @@
 """ASTCT 2019 CRS grade from the raw event table, and resolution of training labels.
 
-The target is severe CRS, ASTCT grade >= 3 (shared/data-contract.md, sections 2 and 3). Grades
-given on another scale are regraded from the raw event table or refused: never pooled.
+The target is severe CRS, ASTCT grade >= 3 (data contract sections 2 and 3, docs/contract.md).
+Grades given on another scale are regraded from the raw event table or refused: never pooled.
 """
 
 from __future__ import annotations

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from crsrisk.contract.mapping import SiteMapping, apply_mapping, load_mapping
 from crsrisk.contract.validate import ValidationResult, validate, validate_events
-from crsrisk.io import read_table
+from crsrisk.io import read_table, sniff_csv, table_format
 
-__all__ = ["LoadedTable", "load_baseline", "load_events"]
+__all__ = ["LoadedTable", "read_site_table", "map_and_validate", "load_baseline", "load_events"]
 
 
 @dataclass(frozen=True)
@@ -29,21 +31,54 @@ class LoadedTable:
         }
 
 
+def read_site_table(
+    path: str | Path, mapping: SiteMapping | None = None, *, sheet: str | None = None
+) -> pd.DataFrame:
+    """Read a site's file as text cells, with the mapping's file options (delimiter, decimal
+    mark, sheet) where it gives them."""
+    options = mapping.file if mapping is not None else None
+    dialect = None
+    if table_format(path) == "csv" and options is not None:
+        dialect = options.dialect(sniff_csv(path))
+    if table_format(path) == "excel":
+        sheet = sheet if sheet is not None else (options.sheet if options else None)
+    return read_table(path, sheet=sheet, dialect=dialect)
+
+
+def map_and_validate(
+    raw: pd.DataFrame,
+    mapping: SiteMapping | None,
+    *,
+    row_offset: int = 0,
+    with_outcome: bool | None = None,
+    allow_all_rejected: bool = False,
+    strict: bool = False,
+) -> ValidationResult:
+    """Apply the site mapping (if any) to a raw table or chunk, and validate the result."""
+    extra = {}
+    if mapping is not None:
+        mapped = apply_mapping(raw, mapping, row_offset=row_offset)
+        raw, extra = mapped.frame, mapped.validate_kwargs()
+    return validate(raw, with_outcome=with_outcome, row_offset=row_offset,
+                    allow_all_rejected=allow_all_rejected, strict=strict, **extra)
+
+
 def load_baseline(
     path: str | Path,
     *,
     mapping: str | Path | SiteMapping | None = None,
     with_outcome: bool | None = None,
+    sheet: str | None = None,
+    strict: bool = False,
 ) -> LoadedTable:
-    """Read ``path``, apply the site mapping if any, and validate it against the contract."""
+    """Read ``path``, apply the site mapping if any, and validate it against the contract.
+
+    ``strict``: reject a row with an implausible laboratory value instead of blanking it.
+    """
     if mapping is not None and not isinstance(mapping, SiteMapping):
         mapping = load_mapping(mapping)
-    raw = read_table(path)
-    problems = None
-    if mapping is not None:
-        mapped = apply_mapping(raw, mapping)
-        raw, problems = mapped.frame, mapped.problems
-    result = validate(raw, with_outcome=with_outcome, extra_problems=problems)
+    raw = read_site_table(path, mapping, sheet=sheet)
+    result = map_and_validate(raw, mapping, with_outcome=with_outcome, strict=strict)
     return LoadedTable(result, Path(path), mapping)
 
 

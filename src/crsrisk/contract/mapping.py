@@ -1,8 +1,11 @@
-"""Site column mappings: a site's names, codes and units to those of the data contract.
+"""Site column mappings: a site's names, codes, units and date formats to those of the data
+contract.
 
-A mapping file (see configs/mapping.example.yaml) is applied to a raw table before contract
-validation: rename columns, recode values, convert units. Whatever it cannot fix is left for the
-validator to reject, so that every problem is reported with its row.
+A mapping file (see configs/mapping.example.yaml; `crsrisk suggest-mapping` drafts one) is
+applied to a raw table before contract validation: rename columns, recode values, convert
+units, read dates, add constants. Whatever it cannot fix is left for the validator to reject, so
+that every problem is reported with its row; a mapping entry whose source column the table lacks
+is warned of, never skipped in silence.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import difflib
 import hashlib
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -20,14 +23,23 @@ import pandas as pd
 import pydantic
 import yaml
 
-from crsrisk.contract.spec import BASELINE_COLUMNS, EVENT_COLUMNS, OUTCOME_COLUMNS
+from crsrisk.contract.header import fold
+from crsrisk.contract.rejected import Source, conform_rejected, empty_rejected
+from crsrisk.contract.spec import (
+    BASELINE_COLUMNS,
+    EVENT_COLUMNS,
+    OUTCOME_COLUMNS,
+    REJECTED_COLUMNS,
+)
 from crsrisk.errors import CrsriskError
+from crsrisk.io import CsvDialect
 
 __all__ = [
     "CONVERSIONS",
     "PROBLEM_COLUMNS",
     "MappedTable",
     "MappingError",
+    "FileOptions",
     "SiteMapping",
     "apply_mapping",
     "load_mapping",
@@ -35,7 +47,7 @@ __all__ = [
 
 _SPECS = {c.name: c for c in (*BASELINE_COLUMNS, *OUTCOME_COLUMNS, *EVENT_COLUMNS)}
 CONTRACT_COLUMNS: tuple[str, ...] = tuple(_SPECS)
-PROBLEM_COLUMNS = ("row_number", "patient_id", "column", "check", "value")
+PROBLEM_COLUMNS = REJECTED_COLUMNS
 NEEDS_WEIGHT = "total cell dose needs weight_kg to convert to per kg"
 
 
@@ -57,6 +69,15 @@ CONVERSIONS: dict[tuple[str, str], Conversion] = {
     ("platelets_1e9_l", "1e9/L"): Conversion(1.0, False, "contract unit"),
     ("platelets_1e9_l", "per_uL"): Conversion(1e-3, False, "1 /uL = 1e6 /L = 0.001 x 1e9/L"),
     ("platelets_1e9_l", "1e3_per_uL"): Conversion(1.0, False, "1e3/uL = 1e9/L"),
+    ("anc_1e9_l", "1e9/L"): Conversion(1.0, False, "contract unit"),
+    ("anc_1e9_l", "per_uL"): Conversion(1e-3, False, "1 /uL = 1e6 /L = 0.001 x 1e9/L"),
+    ("anc_1e9_l", "1e3_per_uL"): Conversion(1.0, False, "1e3/uL = 1e9/L"),
+    ("marrow_blasts_pct", "%"): Conversion(1.0, False, "contract unit"),
+    ("marrow_blasts_pct", "fraction"): Conversion(100.0, False, "a fraction 0..1 x 100 = %"),
+    ("marrow_plasma_cells_pct", "%"): Conversion(1.0, False, "contract unit"),
+    ("marrow_plasma_cells_pct", "fraction"): Conversion(
+        100.0, False, "a fraction 0..1 x 100 = %"
+    ),
     ("hemoglobin_g_dl", "g/dL"): Conversion(1.0, False, "contract unit"),
     ("hemoglobin_g_dl", "g/L"): Conversion(0.1, False, "1 L = 10 dL, so g/L / 10 = g/dL"),
     ("hemoglobin_g_dl", "mmol/L"): Conversion(
@@ -65,6 +86,10 @@ CONVERSIONS: dict[tuple[str, str], Conversion] = {
     ("ferritin_ng_ml", "ng/mL"): Conversion(1.0, False, "contract unit"),
     ("ferritin_ng_ml", "ug/L"): Conversion(1.0, False, "1 ug/L = 1 ng/mL"),
     ("cell_dose_1e6_per_kg", "1e6_per_kg"): Conversion(1.0, False, "contract unit"),
+    ("cell_dose_1e6_per_kg", "cells_per_kg"): Conversion(1e-6, False, "cells/kg / 1e6"),
+    ("cell_dose_1e6_per_kg", "total_cells"): Conversion(
+        1e-6, True, "total cells / 1e6, then / weight in kg"
+    ),
     ("cell_dose_1e6_per_kg", "total_1e6_cells"): Conversion(
         1.0, True, "total dose in 1e6 cells / weight in kg"
     ),
@@ -80,6 +105,27 @@ class MappingError(CrsriskError, ValueError):
     """The mapping file itself is unusable (one sentence: what and how to fix)."""
 
 
+class FileOptions(pydantic.BaseModel, frozen=True):
+    """How to read the site's file, where sniffing the file is not enough."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    delimiter: str | None = None
+    decimal: str | None = None
+    sheet: str | None = None
+
+    @pydantic.field_validator("delimiter", "decimal")
+    @classmethod
+    def _one_character(cls, value: str | None) -> str | None:
+        if value is not None and len(value.replace("\\t", "\t")) != 1:
+            raise MappingError(f"file options take one character, not {value!r}")
+        return None if value is None else value.replace("\\t", "\t")
+
+    def dialect(self, sniffed: CsvDialect) -> CsvDialect:
+        """The CSV dialect: these options where given, else what was sniffed."""
+        return CsvDialect(self.delimiter or sniffed.delimiter, self.decimal or sniffed.decimal)
+
+
 class SiteMapping(pydantic.BaseModel, frozen=True):
     """A site's mapping to the data contract.
 
@@ -92,6 +138,14 @@ class SiteMapping(pydantic.BaseModel, frozen=True):
         and ignoring surrounding spaces; a contract value of null recodes to missing.
     units : dict of str to str
         Contract column -> the unit the site's values are in (a unit of ``CONVERSIONS``).
+    dates : dict of str to str
+        Contract column -> the date format of the site's values (``%d.%m.%Y``, ``%m/%d/%Y``);
+        ISO dates (YYYY-MM-DD, as spreadsheets deliver them) are read as well.
+    constants : dict of str to str
+        Contract column -> one value for every row (``therapy_class: CAR-T``): the column is
+        added where the table lacks it, its missing cells filled where it has it.
+    file : FileOptions
+        How to read the file: CSV ``delimiter`` and ``decimal`` mark, Excel ``sheet``.
     """
 
     model_config = pydantic.ConfigDict(extra="forbid")
@@ -99,8 +153,11 @@ class SiteMapping(pydantic.BaseModel, frozen=True):
     rename: dict[str, str] = {}
     recode: dict[str, dict[str, str | None]] = {}
     units: dict[str, str] = {}
+    dates: dict[str, str] = {}
+    constants: dict[str, str] = {}
+    file: FileOptions = FileOptions()
 
-    @pydantic.field_validator("rename", "recode", "units", mode="before")
+    @pydantic.field_validator("rename", "recode", "units", "dates", "constants", mode="before")
     @classmethod
     def _empty_section(cls, value: Any) -> Any:
         return {} if value is None else value
@@ -111,14 +168,31 @@ class SiteMapping(pydantic.BaseModel, frozen=True):
             ("rename", self.rename.values()),
             ("recode", self.recode),
             ("units", self.units),
+            ("dates", self.dates),
+            ("constants", self.constants),
         ):
             for target in targets:
                 if target not in _SPECS:
                     raise MappingError(
                         f"{section} names {target!r}, which is not a contract column"
-                        f"{_nearest(target, CONTRACT_COLUMNS)}: use a column name of "
-                        "shared/data-contract.md"
+                        f"{_nearest(target, CONTRACT_COLUMNS)}: use a column name that "
+                        "`crsrisk contract` lists"
                     )
+        for column, fmt in self.dates.items():
+            if _SPECS[column].kind != "date":
+                raise MappingError(f"dates names {column}, which is not a date column")
+            if "%" not in fmt:
+                raise MappingError(
+                    f"date format {fmt!r} of {column} has no % codes: write it as %d.%m.%Y, "
+                    "%m/%d/%Y or similar"
+                )
+        for column, value in self.constants.items():
+            levels = _SPECS[column].levels
+            if levels and value not in levels:
+                raise MappingError(
+                    f"constant {column}: {value!r} is not a level{_nearest(value, levels)}: "
+                    f"use one of {', '.join(levels)}"
+                )
         for target, n in Counter(self.rename.values()).items():
             if n > 1:
                 sources = [s for s, t in self.rename.items() if t == target]
@@ -156,8 +230,19 @@ class SiteMapping(pydantic.BaseModel, frozen=True):
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        """The mapping as plain dicts, as in the YAML file."""
-        return self.model_dump()
+        """The mapping as plain dicts, as in the YAML file.
+
+        The sections added after the first version (dates, constants, file) appear only when
+        set, so that an older mapping keeps its fingerprint.
+        """
+        content = self.model_dump(include={"rename", "recode", "units"})
+        for section in ("dates", "constants"):
+            if getattr(self, section):
+                content[section] = getattr(self, section)
+        file = self.file.model_dump(exclude_none=True)
+        if file:
+            content["file"] = file
+        return content
 
     def fingerprint(self) -> str:
         """SHA-256 of the mapping's canonical JSON (independent of key order)."""
@@ -176,12 +261,25 @@ class MappedTable:
     frame : pandas.DataFrame
         The mapped table, still to be validated against the contract.
     problems : pandas.DataFrame
-        Rejected-table rows (``row_number``, ``patient_id``, ``column``, ``check``, ``value``)
-        for cells the mapping could not convert and left missing.
+        Rejected-table rows (the columns of `spec.REJECTED_TABLE`) for cells the mapping could
+        not convert and left missing.
+    warnings : tuple of str
+        Mapping entries whose source column the table lacks, and names matched only after
+        trimming and case-folding.
+    sources : dict of str to Source
+        Contract column -> the site's column it came from, with its cells as the site wrote
+        them (for the rejected table).
     """
 
     frame: pd.DataFrame
     problems: pd.DataFrame
+    warnings: tuple[str, ...] = ()
+    sources: dict[str, Source] = field(default_factory=dict)
+
+    def validate_kwargs(self) -> dict[str, Any]:
+        """What `contract.validate.validate` takes from a mapped table."""
+        return {"extra_problems": self.problems, "sources": self.sources,
+                "extra_warnings": self.warnings}
 
 
 class _StringLoader(yaml.SafeLoader):
@@ -240,12 +338,14 @@ def load_mapping(path: str | Path) -> SiteMapping:
 
 
 def apply_mapping(df: pd.DataFrame, mapping: SiteMapping, *, row_offset: int = 0) -> MappedTable:
-    """Rename, recode and convert a raw table to the contract's names, codes and units.
+    """Rename, recode, convert and date a raw table to the contract's names, codes and units.
 
     Values not in a recode are kept, and values that are not numbers are not converted, so that
-    the contract validator rejects them by name. A total cell dose without a positive weight
-    cannot be converted: it becomes missing and is reported in ``problems``. Columns the
-    mapping does not name pass through untouched; the input frame is not modified.
+    the contract validator rejects them by name. A total cell dose without a positive weight,
+    or a date not in the mapping's format, cannot be converted: it becomes missing and is
+    reported in ``problems``. Source columns match ignoring case and surrounding spaces; an
+    entry whose source the table lacks is named in ``warnings``. Columns the mapping does not
+    name pass through untouched; the input frame is not modified.
 
     Parameters
     ----------
@@ -264,20 +364,40 @@ def apply_mapping(df: pd.DataFrame, mapping: SiteMapping, *, row_offset: int = 0
     MappingError
         If a rename gives a column the name of a column the table already has.
     """
-    frame = df.rename(columns=mapping.rename)
+    warnings: list[str] = []
+    rename, native = _resolve_sources(df.columns, mapping.rename, warnings)
+    frame = df.rename(columns=rename)
     duplicated = frame.columns[frame.columns.duplicated()].unique()
     if len(duplicated):
         raise MappingError(
             f"renaming gives two columns the name {', '.join(map(repr, duplicated))}: drop the "
             "rename or the table's own column of that name"
         )
+    source_of = {target: source for source, target in rename.items()}
+    sources = {
+        column: Source(source_of.get(column, column), df[source_of.get(column, column)],
+                       mapping.units.get(column, ""))
+        for column in {*rename.values(), *mapping.units, *mapping.recode, *mapping.dates}
+        if source_of.get(column, column) in df.columns
+    }
+    for section, columns in (("recode", mapping.recode), ("units", mapping.units),
+                             ("dates", mapping.dates)):
+        for column in columns:
+            if column not in frame.columns:
+                warnings.append(f"mapping {section} names {column}, which the table does not "
+                                "have (nor does any rename give it): nothing was converted")
+            elif column in native and section != "recode":
+                warnings.append(f"mapping {section} for {column} describe the rename's absent "
+                                f"source, so the table's own {column} is not converted")
+    units = {c: u for c, u in mapping.units.items() if c not in native}
+    dates = {c: f for c, f in mapping.dates.items() if c not in native}
     for column, codes in mapping.recode.items():
         if column in frame.columns:
             frame[column] = _recode(frame[column], codes)
 
     problems = []
     # Weight first: a total cell dose is divided by the weight in kg.
-    for column, unit in sorted(mapping.units.items(), key=lambda cu: CONVERSIONS[cu].per_weight):
+    for column, unit in sorted(units.items(), key=lambda cu: CONVERSIONS[cu].per_weight):
         if column not in frame.columns:
             continue
         conversion = CONVERSIONS[(column, unit)]
@@ -287,11 +407,75 @@ def apply_mapping(df: pd.DataFrame, mapping: SiteMapping, *, row_offset: int = 0
         original = frame[column]
         frame[column], unconverted = _convert(original, conversion, weight)
         if unconverted.any():
-            problems.append(_problems(frame, column, original, unconverted, row_offset))
+            problems.append(_problems(frame, column, original, unconverted, row_offset,
+                                      NEEDS_WEIGHT, sources.get(column)))
+    for column, fmt in dates.items():
+        if column in frame.columns:
+            original = frame[column]
+            frame[column], unread = _dates(original, fmt)
+            if unread.any():
+                problems.append(_problems(
+                    frame, column, original, unread, row_offset,
+                    f"must be a date written as {fmt} (the mapping's format) or YYYY-MM-DD",
+                    sources.get(column)))
+    for column, value in mapping.constants.items():
+        if column in frame.columns:
+            warnings.append(f"mapping constants sets {column} to {value!r} where the table "
+                            "leaves it missing (the table's own values are kept)")
+            frame[column] = frame[column].where(frame[column].notna(), value)
+        else:
+            frame[column] = pd.Series(value, index=frame.index, dtype="str")
     return MappedTable(
         frame=frame,
-        problems=pd.concat(problems, ignore_index=True) if problems else _EMPTY_PROBLEMS.copy(),
+        problems=pd.concat(problems, ignore_index=True) if problems else empty_rejected(),
+        warnings=tuple(warnings),
+        sources=sources,
     )
+
+
+def _resolve_sources(
+    columns: pd.Index, rename: dict[str, str], warnings: list[str]
+) -> tuple[dict[str, str], set[str]]:
+    """The rename with each source as the table spells it, and the contract columns the table
+    has under their own name while the rename's source for them is absent. Absent sources are
+    warned of."""
+    present = {str(c) for c in columns}
+    folded: dict[str, str] = {}
+    for column in present:
+        folded.setdefault(fold(column), column)
+    resolved, native = {}, set()
+    for source, target in rename.items():
+        if source in present:
+            resolved[source] = target
+        elif fold(source) in folded:
+            found = folded[fold(source)]
+            resolved[found] = target
+            warnings.append(f"mapping rename {source!r} matched the table's column {found!r} "
+                            "(ignoring case and surrounding spaces)")
+        elif target in present:
+            native.add(target)
+            warnings.append(f"mapping rename {source!r} -> {target}: the table has no column "
+                            f"{source!r}; its own {target} column is used as it is")
+        else:
+            warnings.append(f"mapping rename {source!r} -> {target}: the table has no column "
+                            f"{source!r}{_nearest(source, sorted(present))}, so {target} is "
+                            "not read from it")
+    return resolved, native
+
+
+def _dates(values: pd.Series, fmt: str) -> tuple[pd.Series, pd.Series]:
+    """Dates in ``fmt`` (or ISO) as YYYY-MM-DD text, and the mask of cells read as neither."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return values, pd.Series(False, index=values.index)
+    text = values.astype("str").str.strip().where(values.notna())
+    text = text.where(text.ne(""))
+    stamps = pd.to_datetime(text, format=fmt, errors="coerce")
+    iso = text.str.fullmatch(r"\d{4}-\d{2}-\d{2}(?:[T ].*)?").fillna(False).astype(bool)
+    stamps = stamps.where(~(stamps.isna() & iso),
+                          pd.to_datetime(text.where(iso), format="ISO8601", errors="coerce"))
+    unread = text.notna() & stamps.isna()
+    out = stamps.dt.strftime("%Y-%m-%d").astype("str")
+    return out.where(stamps.notna()), unread
 
 
 def _recode(values: pd.Series, codes: dict[str, str | None]) -> pd.Series:
@@ -330,26 +514,30 @@ def _convert(
     return converted, unconverted
 
 
-_EMPTY_PROBLEMS = pd.DataFrame(
-    {"row_number": pd.Series(dtype="int64")}
-    | {c: pd.Series(dtype="str") for c in PROBLEM_COLUMNS[1:]}
-)
-
-
 def _problems(
-    frame: pd.DataFrame, column: str, original: pd.Series, mask: pd.Series, row_offset: int
+    frame: pd.DataFrame,
+    column: str,
+    original: pd.Series,
+    mask: pd.Series,
+    row_offset: int,
+    words: str,
+    source: Source | None,
 ) -> pd.DataFrame:
     positions = np.flatnonzero(mask.to_numpy())
     ids = frame["patient_id"] if "patient_id" in frame.columns else pd.Series(np.nan, frame.index)
-    return pd.DataFrame(
+    value = original.iloc[positions].astype("str").to_numpy()
+    return conform_rejected(pd.DataFrame(
         {
             "row_number": positions + 1 + row_offset,
             "patient_id": ids.iloc[positions].astype("str").to_numpy(),
             "column": column,
-            "check": NEEDS_WEIGHT,
-            "value": original.iloc[positions].astype("str").to_numpy(),
+            "check": words,
+            "value": value,
+            "action": "rejected",
+            "source_column": source.column if source else column,
+            "source_value": [source.shown(p) for p in positions] if source else value,
         }
-    ).astype({"row_number": "int64"} | {c: "str" for c in PROBLEM_COLUMNS[1:]})
+    ))
 
 
 def _norm(code: str) -> str:

@@ -1,4 +1,5 @@
-"""The product table of the data contract (shared/data-contract.md, section 4)."""
+"""The product table of the data contract: each product's therapy class, costimulatory domain,
+usual diagnoses and brand names."""
 
 from __future__ import annotations
 
@@ -22,25 +23,26 @@ class Product(NamedTuple):
     therapy_class: str
     costim_domain: str | None  # None: not a CAR-T, or given per row (other_car_t)
     usual_diagnoses: tuple[str, ...]  # empty: any
+    brands: tuple[str, ...] = ()  # trade names, as site exports often write the product
 
 
 PRODUCTS: dict[str, Product] = {
-    "axi-cel": Product("CAR-T", "CD28", ("LBCL", "FL")),
-    "brexu-cel": Product("CAR-T", "CD28", ("MCL", "B-ALL")),
-    "tisa-cel": Product("CAR-T", "4-1BB", ("LBCL", "B-ALL", "FL")),
-    "liso-cel": Product("CAR-T", "4-1BB", ("LBCL", "CLL", "FL", "MCL")),
-    "obe-cel": Product("CAR-T", "4-1BB", ("B-ALL",)),
-    "ide-cel": Product("CAR-T", "4-1BB", ("MM",)),
-    "cilta-cel": Product("CAR-T", "4-1BB", ("MM",)),
+    "axi-cel": Product("CAR-T", "CD28", ("LBCL", "FL"), ("Yescarta",)),
+    "brexu-cel": Product("CAR-T", "CD28", ("MCL", "B-ALL"), ("Tecartus",)),
+    "tisa-cel": Product("CAR-T", "4-1BB", ("LBCL", "B-ALL", "FL"), ("Kymriah",)),
+    "liso-cel": Product("CAR-T", "4-1BB", ("LBCL", "CLL", "FL", "MCL"), ("Breyanzi",)),
+    "obe-cel": Product("CAR-T", "4-1BB", ("B-ALL",), ("Aucatzyl",)),
+    "ide-cel": Product("CAR-T", "4-1BB", ("MM",), ("Abecma",)),
+    "cilta-cel": Product("CAR-T", "4-1BB", ("MM",), ("Carvykti",)),
     "other_car_t": Product("CAR-T", None, ()),
-    "blinatumomab": Product("bispecific", None, ("B-ALL",)),
-    "teclistamab": Product("bispecific", None, ("MM",)),
-    "talquetamab": Product("bispecific", None, ("MM",)),
-    "elranatamab": Product("bispecific", None, ("MM",)),
-    "glofitamab": Product("bispecific", None, ("LBCL",)),
-    "epcoritamab": Product("bispecific", None, ("LBCL", "FL")),
-    "mosunetuzumab": Product("bispecific", None, ("FL",)),
-    "tarlatamab": Product("bispecific", None, ("SCLC",)),
+    "blinatumomab": Product("bispecific", None, ("B-ALL",), ("Blincyto",)),
+    "teclistamab": Product("bispecific", None, ("MM",), ("Tecvayli",)),
+    "talquetamab": Product("bispecific", None, ("MM",), ("Talvey",)),
+    "elranatamab": Product("bispecific", None, ("MM",), ("Elrexfio",)),
+    "glofitamab": Product("bispecific", None, ("LBCL",), ("Columvi",)),
+    "epcoritamab": Product("bispecific", None, ("LBCL", "FL"), ("Epkinly", "Tepkinly")),
+    "mosunetuzumab": Product("bispecific", None, ("FL",), ("Lunsumio",)),
+    "tarlatamab": Product("bispecific", None, ("SCLC",), ("Imdelltra",)),
     "other_bispecific": Product("bispecific", None, ()),
 }
 

@@ -1,7 +1,8 @@
-"""Column specifications of the data contract, version 1 (shared/data-contract.md).
+"""The data contract, version 1, written down once: every column's type, unit, allowed values,
+whether it is required, and what it means.
 
-One `ColumnSpec` per column; the pandera schemas, the parsers, the simulator and the model
-signature are all generated from these lists, so the contract is written down once.
+The pandera schemas, the parsers, the simulator, the model signature, `crsrisk contract` and
+docs/contract.md are all generated from these lists.
 """
 
 from __future__ import annotations
@@ -32,7 +33,12 @@ __all__ = [
     "OUTCOME_NAMES",
     "CAR_T_ONLY",
     "FIRST_INFUSION_DATE",
+    "OutputColumn",
+    "REJECTED_TABLE",
+    "REJECTED_COLUMNS",
     "REJECTED_COLUMNS_DOC",
+    "ACTIONS",
+    "SCORE_TABLE",
 ]
 
 CONTRACT_VERSION = "1"
@@ -42,6 +48,28 @@ Kind = Literal["str", "category", "float", "int", "bool", "date"]
 
 @dataclass(frozen=True)
 class ColumnSpec:
+    """One column of a contract table.
+
+    Attributes
+    ----------
+    name : str
+        The column name; snake_case, carrying its unit.
+    kind : {"str", "category", "float", "int", "bool", "date"}
+    nullable : bool
+        Missing values allowed; such a column may also be left out of the file.
+    min, max : float, optional
+        The plausible range (inclusive) of a number.
+    levels : tuple of str
+        The allowed values of a category.
+    meaning : str
+        What the column holds, in words.
+    unit : str
+        The unit of a number ("" when it has none).
+    lab : bool
+        A laboratory value: an implausible (out-of-range) value is set to missing and the row is
+        still used, the blanking reported; other columns reject the row.
+    """
+
     name: str
     kind: Kind
     nullable: bool = True
@@ -49,57 +77,103 @@ class ColumnSpec:
     max: float | None = None
     levels: tuple[str, ...] = ()
     meaning: str = ""
+    unit: str = ""
+    lab: bool = False
 
     @property
     def required(self) -> bool:
         """Required columns must be present in the file; the others may be left out."""
         return not self.nullable
 
+    @property
+    def allowed(self) -> str:
+        """The allowed values in words."""
+        if self.levels:
+            return ", ".join(self.levels)
+        if self.min is not None and self.max is not None:
+            return f"{self.min:g} .. {self.max:g}"
+        if self.kind == "bool":
+            return "true/false (also yes/no, 1/0)"
+        if self.kind == "date":
+            return f"{FIRST_INFUSION_DATE} .. today (YYYY-MM-DD)"
+        if self.kind == "str":
+            return "non-empty text"
+        return ""
+
+
+def _lab(name: str, low: float, high: float, unit: str, meaning: str) -> ColumnSpec:
+    return ColumnSpec(name, "float", min=low, max=high, unit=unit, meaning=meaning, lab=True)
+
 
 BASELINE_COLUMNS: tuple[ColumnSpec, ...] = (
-    ColumnSpec("patient_id", "str", nullable=False, meaning="pseudonymous episode id"),
+    ColumnSpec("patient_id", "str", nullable=False,
+               meaning="pseudonymous episode id, unique in the table; never a name or record "
+               "number"),
     ColumnSpec("site", "str", meaning="treating centre"),
-    ColumnSpec("infusion_date", "date", nullable=False, meaning="day 0"),
-    ColumnSpec("age_years", "float", nullable=False, min=0, max=110),
-    ColumnSpec("sex", "category", levels=SEXES),
-    ColumnSpec("weight_kg", "float", min=2, max=300),
-    ColumnSpec("ecog", "int", min=0, max=4, meaning="performance status"),
-    ColumnSpec("diagnosis", "category", nullable=False, levels=DIAGNOSES),
-    ColumnSpec("therapy_class", "category", nullable=False, levels=THERAPY_CLASSES),
-    ColumnSpec("product", "category", nullable=False, levels=tuple(PRODUCTS)),
-    ColumnSpec("costim_domain", "category", levels=COSTIM_DOMAINS),
-    ColumnSpec("cell_dose_1e6_per_kg", "float", min=0, max=1000),
-    ColumnSpec("lymphodepletion", "category", levels=LYMPHODEPLETION),
-    ColumnSpec("prior_lines", "int", min=0, max=25),
-    ColumnSpec("bridging_therapy", "bool"),
-    ColumnSpec("ldh_u_l", "float", min=20, max=50000, meaning="lactate dehydrogenase"),
-    ColumnSpec("spd_cm2", "float", min=0, max=2000, meaning="lymphoma burden"),
-    ColumnSpec("marrow_blasts_pct", "float", min=0, max=100, meaning="ALL burden"),
-    ColumnSpec("marrow_plasma_cells_pct", "float", min=0, max=100, meaning="myeloma burden"),
-    ColumnSpec("bulky_disease", "bool"),
-    ColumnSpec("crp_mg_l", "float", min=0, max=1000, meaning="C-reactive protein, mg/L"),
-    ColumnSpec("ferritin_ng_ml", "float", min=0, max=200000),
-    ColumnSpec("platelets_1e9_l", "float", min=0, max=3000),
-    ColumnSpec("anc_1e9_l", "float", min=0, max=200, meaning="absolute neutrophil count"),
-    ColumnSpec("hemoglobin_g_dl", "float", min=1, max=25),
-    ColumnSpec("creatinine_mg_dl", "float", min=0.05, max=30),
-    ColumnSpec("il6_pg_ml", "float", min=0, max=1e6),
-    ColumnSpec("prior_autoimmune_disease", "bool"),
-    ColumnSpec("hlh_history", "bool"),
+    ColumnSpec("infusion_date", "date", nullable=False,
+               meaning="day 0: the CAR-T infusion or the first bispecific step-up dose"),
+    ColumnSpec("age_years", "float", nullable=False, min=0, max=110, unit="years",
+               meaning="age at infusion"),
+    ColumnSpec("sex", "category", levels=SEXES, meaning="F female, M male"),
+    ColumnSpec("weight_kg", "float", min=2, max=300, unit="kg", meaning="body weight"),
+    ColumnSpec("ecog", "int", min=0, max=4, meaning="ECOG performance status"),
+    ColumnSpec("diagnosis", "category", nullable=False, levels=DIAGNOSES,
+               meaning="LBCL large B-cell lymphoma, FL follicular lymphoma, MCL mantle cell "
+               "lymphoma, B-ALL B-cell acute lymphoblastic leukaemia, CLL chronic lymphocytic "
+               "leukaemia, MM multiple myeloma, SCLC small-cell lung cancer"),
+    ColumnSpec("therapy_class", "category", nullable=False, levels=THERAPY_CLASSES,
+               meaning="CAR-T cells or a bispecific T-cell engager"),
+    ColumnSpec("product", "category", nullable=False, levels=tuple(PRODUCTS),
+               meaning="generic product name (see the product table); must belong to "
+               "therapy_class"),
+    ColumnSpec("costim_domain", "category", levels=COSTIM_DOMAINS,
+               meaning="CAR costimulatory domain; CAR-T only, filled from the product table "
+               "when missing; must be empty for bispecifics"),
+    ColumnSpec("cell_dose_1e6_per_kg", "float", min=0, max=1000, unit="10^6 cells/kg",
+               meaning="infused CAR-T cells per kg body weight; CAR-T only"),
+    ColumnSpec("lymphodepletion", "category", levels=LYMPHODEPLETION,
+               meaning="lymphodepleting chemotherapy (flu_cy fludarabine + cyclophosphamide)"),
+    ColumnSpec("prior_lines", "int", min=0, max=25, meaning="prior lines of therapy"),
+    ColumnSpec("bridging_therapy", "bool", meaning="bridging therapy before infusion"),
+    _lab("ldh_u_l", 20, 50000, "U/L", "lactate dehydrogenase"),
+    ColumnSpec("spd_cm2", "float", min=0, max=2000, unit="cm^2",
+               meaning="sum of the products of diameters (lymphoma burden)"),
+    ColumnSpec("marrow_blasts_pct", "float", min=0, max=100, unit="%",
+               meaning="bone marrow blasts (ALL burden)"),
+    ColumnSpec("marrow_plasma_cells_pct", "float", min=0, max=100, unit="%",
+               meaning="bone marrow plasma cells (myeloma burden)"),
+    ColumnSpec("bulky_disease", "bool", meaning="bulky disease"),
+    _lab("crp_mg_l", 0, 1000, "mg/L", "C-reactive protein (mg/dL x 10 = mg/L)"),
+    _lab("ferritin_ng_ml", 0, 200000, "ng/mL", "ferritin (ng/mL = ug/L)"),
+    _lab("platelets_1e9_l", 0, 3000, "10^9/L", "platelet count (10^9/L = 10^3/uL)"),
+    _lab("anc_1e9_l", 0, 200, "10^9/L", "absolute neutrophil count"),
+    _lab("hemoglobin_g_dl", 1, 25, "g/dL", "haemoglobin (g/L / 10 = g/dL)"),
+    _lab("creatinine_mg_dl", 0.05, 30, "mg/dL", "serum creatinine (umol/L / 88.4 = mg/dL)"),
+    _lab("il6_pg_ml", 0, 1e6, "pg/mL", "interleukin-6 at baseline"),
+    ColumnSpec("prior_autoimmune_disease", "bool", meaning="history of autoimmune disease"),
+    ColumnSpec("hlh_history", "bool",
+               meaning="HLH, or a genetic condition that predisposes to it"),
 )
 
 # Outcome columns: required for training and evaluation, optional (and ignored) for scoring.
 OUTCOME_COLUMNS: tuple[ColumnSpec, ...] = (
     ColumnSpec("crs_max_grade", "int", min=0, max=5, meaning="worst CRS grade in the episode"),
-    ColumnSpec("crs_grading_scale", "category", levels=GRADING_SCALES),
+    ColumnSpec("crs_grading_scale", "category", levels=GRADING_SCALES,
+               meaning="the scale crs_max_grade was given on; other scales than ASTCT are "
+               "regraded from the event table or refused for training"),
 )
 
 EVENT_COLUMNS: tuple[ColumnSpec, ...] = (
-    ColumnSpec("patient_id", "str", nullable=False),
-    ColumnSpec("fever", "bool", nullable=False),
-    ColumnSpec("hypotension", "category", nullable=False, levels=HYPOTENSION_LEVELS),
-    ColumnSpec("hypoxia", "category", nullable=False, levels=HYPOXIA_LEVELS),
-    ColumnSpec("crs_death", "bool", nullable=False),
+    ColumnSpec("patient_id", "str", nullable=False, meaning="matches the baseline table"),
+    ColumnSpec("fever", "bool", nullable=False,
+               meaning="temperature >= 38.0 C not attributable to another cause (or masked by "
+               "antipyretics or anti-cytokine therapy)"),
+    ColumnSpec("hypotension", "category", nullable=False, levels=HYPOTENSION_LEVELS,
+               meaning="worst hypotension and its treatment"),
+    ColumnSpec("hypoxia", "category", nullable=False, levels=HYPOXIA_LEVELS,
+               meaning="worst oxygen support: low_flow <= 6 L/min, high_flow > 6 L/min, "
+               "positive_pressure CPAP, BiPAP or intubation"),
+    ColumnSpec("crs_death", "bool", nullable=False, meaning="death attributed to CRS"),
 )
 
 BASELINE_NAMES: tuple[str, ...] = tuple(c.name for c in BASELINE_COLUMNS)
@@ -107,5 +181,39 @@ OUTCOME_NAMES: tuple[str, ...] = tuple(c.name for c in OUTCOME_COLUMNS)
 CAR_T_ONLY = ("costim_domain", "cell_dose_1e6_per_kg")
 FIRST_INFUSION_DATE = "2009-01-01"
 
-# The rejected table of contract section 6.
-REJECTED_COLUMNS_DOC = ("row_number", "patient_id", "column", "check", "value")
+
+@dataclass(frozen=True)
+class OutputColumn:
+    """A column of a table the pipeline writes."""
+
+    name: str
+    meaning: str
+
+
+ACTIONS = ("rejected", "blanked")
+
+# The rejected table (output of validation and scoring): every input row is scored or in it.
+REJECTED_TABLE: tuple[OutputColumn, ...] = (
+    OutputColumn("row_number", "1-based data row of the input file (the header not counted)"),
+    OutputColumn("patient_id", "as given, where readable"),
+    OutputColumn("column", "the contract column concerned"),
+    OutputColumn("check", "the rule broken, in words"),
+    OutputColumn("value", "the offending value in the contract's unit, as far as it was read"),
+    OutputColumn("action", "rejected: the row was not used; blanked: an implausible laboratory "
+                 "value was set to missing and the row was used (--strict rejects it instead)"),
+    OutputColumn("source_column", "the input file's own column that held the value"),
+    OutputColumn("source_value", "the value as the input file wrote it, with the unit the "
+                 "mapping gave it"),
+)
+REJECTED_COLUMNS: tuple[str, ...] = tuple(c.name for c in REJECTED_TABLE)
+REJECTED_COLUMNS_DOC = REJECTED_COLUMNS  # the former name, kept for existing imports
+
+SCORE_TABLE: tuple[OutputColumn, ...] = (
+    OutputColumn("patient_id", "as given"),
+    OutputColumn("risk", "calibrated probability of ASTCT grade >= 3 CRS, 0 .. 1"),
+    OutputColumn("risk_tier", "low, intermediate, high (thresholds from the model's config)"),
+    OutputColumn("top_drivers", "the features that pushed this patient's risk most, with "
+                 "direction and size (SHAP)"),
+    OutputColumn("planning", "the planning actions configured for the tier"),
+    OutputColumn("model_name, model_version", "the registered model that scored the row"),
+)

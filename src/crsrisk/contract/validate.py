@@ -1,15 +1,17 @@
 """The data contract as pandera schemas, and `validate`: typed valid rows plus a rejected table.
 
 Row-level problems never raise: each lands in the rejected table with its 1-based row number,
-patient_id, column, the rule in words and the offending value. Table-level problems (empty, a
-required column missing, every row invalid) raise ContractError with one sentence.
+patient_id, column, the rule in words, the offending value and the action taken. An implausible
+laboratory value (out of its range) is set to missing and the row kept (``blanked``), unless
+``strict``; every other problem rejects the row. Table-level problems (empty, a required column
+missing, a column twice, every row invalid) raise ContractError with one sentence.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -18,18 +20,35 @@ import pandera.pandas as pa
 import pyarrow
 import pyarrow.compute as pc
 
+from crsrisk.contract.header import match_header
+from crsrisk.contract.parse import (
+    FALSE_WORDS,
+    PARSERS,
+    TRUE_WORDS,
+    parse_columns,
+    stripped_text,
+)
 from crsrisk.contract.products import PRODUCTS
+from crsrisk.contract.rejected import (
+    BLANKED,
+    REJECTED,
+    WHOLE_ROW,
+    Source,
+    empty_rejected,
+    merge_rejected,
+    rejected_frame,
+)
 from crsrisk.contract.spec import (
     BASELINE_COLUMNS,
     CAR_T_ONLY,
     EVENT_COLUMNS,
     FIRST_INFUSION_DATE,
     OUTCOME_COLUMNS,
-    REJECTED_COLUMNS_DOC,
+    REJECTED_COLUMNS,
     ColumnSpec,
 )
 from crsrisk.errors import ContractError
-from crsrisk.io import FORMULA_PREFIXES
+from crsrisk.io import BAD_ROWS
 
 __all__ = [
     "REJECTED_COLUMNS",
@@ -55,9 +74,6 @@ __all__ = [
     "validate_events",
 ]
 
-REJECTED_COLUMNS = REJECTED_COLUMNS_DOC
-TRUE_WORDS = frozenset({"true", "t", "yes", "y", "1", "1.0"})
-FALSE_WORDS = frozenset({"false", "f", "no", "n", "0", "0.0"})
 PRODUCT_CLASS = {name: p.therapy_class for name, p in PRODUCTS.items()}
 PRODUCT_COSTIM = {name: p.costim_domain for name, p in PRODUCTS.items() if p.costim_domain}
 
@@ -231,218 +247,6 @@ def categorical_dtype(spec: ColumnSpec) -> pd.CategoricalDtype:
 
 
 # ----------------------------------------------------------------------------------------------
-# Parsing raw cells into contract dtypes
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Problems:
-    """Accumulates (row position, column, rule) triples found while parsing."""
-
-    rows: list[np.ndarray] = field(default_factory=list)
-    columns: list[str] = field(default_factory=list)
-    words: list[str] = field(default_factory=list)
-
-    def add(self, mask: pd.Series | np.ndarray, column: str, words: str) -> None:
-        positions = np.flatnonzero(np.asarray(mask, dtype=bool))
-        if positions.size:
-            self.rows.append(positions)
-            self.columns.append(column)
-            self.words.append(words)
-
-
-def _arrow_text(col: pd.Series) -> pyarrow.Array | None:
-    """The Arrow array behind an Arrow-backed text column (as CSV and Parquet give text)."""
-    if col.dtype == "str" and getattr(col.dtype, "storage", None) == "pyarrow":
-        return pyarrow.array(col)
-    return None
-
-
-def stripped_text(col: pd.Series) -> pd.Series:
-    """Text with surrounding spaces removed and empty strings as missing."""
-    arrow = _arrow_text(col)
-    if arrow is not None:
-        # Text as CSV delivers it: the same steps in one Arrow pass, without pandas' copies.
-        trimmed = pc.utf8_trim_whitespace(arrow)
-        blank = pc.equal(trimmed, "")
-        text = pc.if_else(blank, pyarrow.scalar(None, trimmed.type), trimmed).to_pandas()
-        return text.astype("str").set_axis(col.index)
-    text = col.astype("str").str.strip().where(col.notna())
-    return text.where(text.ne(""))
-
-
-def _arrow_float(text: pyarrow.Array) -> np.ndarray | None:
-    """Arrow text that is all plain numbers as float64 (missing as NaN); None if any cell is
-    not one (spaces, words): Arrow then refuses the whole column.
-
-    Arrow's parser reads a column of clean numbers about ten times faster than
-    ``pd.to_numeric``.
-    """
-    try:
-        parsed = pc.cast(text, pyarrow.float64())
-    except (pyarrow.ArrowInvalid, pyarrow.ArrowTypeError, pyarrow.ArrowNotImplementedError):
-        return None
-    return parsed.to_numpy(zero_copy_only=False)
-
-
-def _to_float(text: pd.Series) -> np.ndarray:
-    """Stripped text to float64, NaN where it is not a number."""
-    parsed = _arrow_float(pyarrow.array(text, type=pyarrow.large_string()))
-    if parsed is None:
-        return pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-    return parsed
-
-
-def _parse_number(col: pd.Series, spec: ColumnSpec, problems: _Problems) -> pd.Series:
-    if pd.api.types.is_bool_dtype(col):
-        problems.add(col.notna(), spec.name, "must be a number")
-        return pd.Series(np.nan, index=col.index)
-    if pd.api.types.is_numeric_dtype(col):
-        number = col.to_numpy(dtype="float64", na_value=np.nan)
-    else:
-        # Plain numbers need no trimming first, the common case; the rest take the full path.
-        arrow = _arrow_text(col)
-        number = None if arrow is None else _arrow_float(arrow)
-        if number is None:
-            text = stripped_text(col)
-            number, present = _to_float(text), text.notna().to_numpy()
-        else:
-            present = col.notna().to_numpy()
-        problems.add(present & np.isnan(number), spec.name, "must be a number")
-    number = number + 0.0  # a new array; and -0 becomes 0, whichever parser read it
-    infinite = np.isinf(number)
-    problems.add(infinite, spec.name, "must be a finite number")
-    number[infinite] = np.nan
-    if spec.kind == "int":
-        fractional = ~np.isnan(number) & (number != np.floor(number))
-        problems.add(fractional, spec.name, "must be a whole number")
-        number[fractional] = np.nan
-        # Beyond 2**53 a float is no longer an exact integer (and may not fit int64): clamp, and
-        # let the range check reject it with the value as given.
-        np.clip(number, -(2.0**53), 2.0**53, out=number)
-        return pd.Series(number, index=col.index).astype("Int64")
-    return pd.Series(number, index=col.index)
-
-
-def _parse_bool(col: pd.Series, spec: ColumnSpec, problems: _Problems) -> pd.Series:
-    """True and false words, trimmed and in any case; read once per distinct value."""
-    if pd.api.types.is_bool_dtype(col):
-        return col.astype("boolean")
-    codes, distinct = pd.factorize(col)
-    words = [str(value).strip().lower() for value in distinct]
-
-    def per_row(flags: list[bool]) -> np.ndarray:
-        # An extra last slot, False, for code -1 (missing).
-        return np.array([*flags, False], dtype=bool)[codes]
-
-    true = per_row([w in TRUE_WORDS for w in words])
-    false = per_row([w in FALSE_WORDS for w in words])
-    given = per_row([w != "" for w in words])
-    problems.add(given & ~true & ~false, spec.name, "must be true or false")
-    return pd.Series(pd.arrays.BooleanArray(true, ~(true | false)), index=col.index)
-
-
-# datetime64[ns] spans 1677-09-22 .. 2262-04-11: a date beyond (0001-01-01, 9999-12-31) is clamped
-# to an end, which the date range check then rejects with the value as given.
-_NS_FIRST, _NS_LAST = pd.Timestamp("1677-09-22"), pd.Timestamp("2262-04-11")
-_UTC_OFFSET = r"(?:Z|[+-]\d{2}(?::?\d{2})?)$"
-
-
-def _as_ns(stamps: pd.Series) -> pd.Series:
-    """Wall-clock datetime64[ns], clamped to its range."""
-    if getattr(stamps.dt, "tz", None) is not None:
-        stamps = stamps.dt.tz_localize(None)
-    return stamps.clip(lower=_NS_FIRST, upper=_NS_LAST).astype("datetime64[ns]")
-
-
-def _parse_date(col: pd.Series, spec: ColumnSpec, problems: _Problems) -> pd.Series:
-    if pd.api.types.is_datetime64_any_dtype(col):
-        return _as_ns(col)
-    arrow = _arrow_text(col)
-    if arrow is not None:
-        # Plain YYYY-MM-DD cells, the common case: Arrow's strict parser (it refuses
-        # 2024-02-30 and unpadded digits), else the general path below.
-        try:
-            days = pc.cast(arrow, pyarrow.date32())
-        except pyarrow.ArrowInvalid:
-            pass
-        else:
-            return _as_ns(pd.Series(days.to_numpy(zero_copy_only=False), index=col.index))
-    text = stripped_text(col)
-    try:
-        stamps = pd.to_datetime(text, format="ISO8601", errors="coerce")
-    except ValueError:
-        # Cells with different UTC offsets: keep each one's own wall-clock date.
-        naive = text.str.replace(_UTC_OFFSET, "", regex=True)
-        stamps = pd.to_datetime(naive, format="ISO8601", errors="coerce")
-    problems.add(
-        text.notna() & stamps.isna(), spec.name, "must be an ISO 8601 date (YYYY-MM-DD)"
-    )
-    return _as_ns(stamps)
-
-
-def _parse_category(col: pd.Series, spec: ColumnSpec, problems: _Problems) -> pd.Series:
-    """Levels match case-insensitively, spaces trimmed ("cd28 " is CD28); anything else is left
-    for the checks. A column holds few distinct values: clean those, not every cell.
-
-    The result is categorical over the cleaned values of this column (known or not), so the
-    checks see every value as given; `_as_categorical` recodes it to the fixed levels.
-    """
-    canonical = {level.lower(): level for level in spec.levels}
-    codes, distinct = pd.factorize(col)
-    cleaned = []
-    for value in distinct:
-        text = str(value).strip()
-        cleaned.append(canonical.get(text.lower(), text) if text else None)
-    categories = pd.Index([c for c in dict.fromkeys(cleaned) if c is not None], dtype="str")
-    # Code of each distinct value among the categories, and -1 (missing) for empty text and
-    # for code -1 itself (the extra last slot).
-    recode = np.append(categories.get_indexer(pd.Index(cleaned, dtype="str")), -1)
-    values = pd.Categorical.from_codes(recode[codes], dtype=pd.CategoricalDtype(categories))
-    return pd.Series(values, index=col.index)
-
-
-def _parse_text(col: pd.Series, spec: ColumnSpec, problems: _Problems) -> pd.Series:
-    text = stripped_text(col)
-    problems.add(
-        text.str.startswith(FORMULA_PREFIXES).fillna(False),
-        spec.name,
-        "must not look like a spreadsheet formula (starts with =, +, -, @)",
-    )
-    return text.astype("str")
-
-
-PARSERS = {
-    "str": _parse_text,
-    "category": _parse_category,
-    "float": _parse_number,
-    "int": _parse_number,
-    "bool": _parse_bool,
-    "date": _parse_date,
-}
-
-
-def parse_columns(
-    raw: pd.DataFrame, specs: Sequence[ColumnSpec]
-) -> tuple[pd.DataFrame, _Problems]:
-    """Cast the contract columns to their dtypes; unparseable cells become missing and a problem.
-
-    Optional columns absent from the file are added as missing. Extra columns are untouched.
-    """
-    problems = _Problems()
-    parsed = {}
-    for spec in specs:
-        if spec.name in raw.columns:
-            parsed[spec.name] = PARSERS[spec.kind](raw[spec.name], spec, problems)
-        else:
-            empty = pd.Series(pd.NA, index=raw.index, dtype="object")
-            parsed[spec.name] = PARSERS[spec.kind](empty, spec, problems)
-    extra = [name for name in raw.columns if name not in parsed]
-    frame = pd.concat([pd.DataFrame(parsed, index=raw.index), raw[extra]], axis=1)
-    return frame, problems
-
-
-# ----------------------------------------------------------------------------------------------
 # Validation
 # ----------------------------------------------------------------------------------------------
 
@@ -458,64 +262,21 @@ class ValidationResult:
 
     @property
     def n_rejected_rows(self) -> int:
-        return int(self.rejected["row_number"].nunique())
+        """Rows not used (each may break several rules)."""
+        rejected = self.rejected["action"].eq(REJECTED)
+        return int(self.rejected.loc[rejected, "row_number"].nunique())
+
+    @property
+    def n_blanked(self) -> int:
+        """Implausible values set to missing in rows that were used."""
+        return int(self.rejected["action"].eq(BLANKED).sum())
 
     def rejected_by_rule(self) -> pd.Series:
-        """How many rows broke each (column, rule)."""
+        """How many rows broke each (column, rule, action)."""
         if self.rejected.empty:
             return pd.Series(dtype="int64")
-        return self.rejected.groupby(["column", "check"]).size().sort_values(ascending=False)
-
-
-def empty_rejected() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "row_number": pd.Series(dtype="int64"),
-            "patient_id": pd.Series(dtype="str"),
-            "column": pd.Series(dtype="str"),
-            "check": pd.Series(dtype="str"),
-            "value": pd.Series(dtype="str"),
-        }
-    )
-
-
-def _raw_values(raw: pd.DataFrame, positions: np.ndarray, columns: np.ndarray) -> list[str]:
-    values = []
-    for pos, column in zip(positions, columns, strict=True):
-        if column in raw.columns:
-            value = raw[column].iat[pos]
-            values.append("" if pd.isna(value) else str(value))
-        else:
-            values.append("")
-    return values
-
-
-def _rejected_frame(
-    raw: pd.DataFrame,
-    positions: np.ndarray,
-    columns: np.ndarray,
-    words: np.ndarray,
-    row_offset: int,
-) -> pd.DataFrame:
-    if positions.size == 0:
-        return empty_rejected()
-    ids = raw["patient_id"] if "patient_id" in raw.columns else None
-    patient_ids = (
-        [None if pd.isna(v) else str(v) for v in ids.iloc[positions]]
-        if ids is not None
-        else [None] * positions.size
-    )
-    rejected = pd.DataFrame(
-        {
-            "row_number": (positions + 1 + row_offset).astype("int64"),
-            "patient_id": pd.Series(patient_ids, dtype="str"),
-            "column": pd.Series(columns, dtype="str"),
-            "check": pd.Series(words, dtype="str"),
-            "value": pd.Series(_raw_values(raw, positions, columns), dtype="str"),
-        }
-    )
-    rejected = rejected.drop_duplicates(["row_number", "column"], keep="first")
-    return rejected.sort_values(["row_number", "column"], kind="stable").reset_index(drop=True)
+        counts = self.rejected.groupby(["column", "check", "action"]).size()
+        return counts.sort_values(ascending=False)
 
 
 def _schema_failures(
@@ -538,6 +299,34 @@ def _schema_failures(
                                      "field_uniqueness": "must be unique in the table"}})
     positions = parsed.index.get_indexer(cases["index"].astype("int64"))
     return positions, cases["column"].to_numpy(object), cases["check"].to_numpy(object)
+
+
+def _blankable(
+    specs: Sequence[ColumnSpec], parsed: pd.DataFrame, columns: np.ndarray, words: np.ndarray
+) -> np.ndarray:
+    """Which (column, rule) failures are an implausible laboratory value, to be blanked.
+
+    Where most of a column's values (of at least 5) are out of range, the column is in another
+    unit or mapped from the wrong source: its rows are rejected, not quietly blanked.
+    """
+    range_words = {s.name: _range_words(s) for s in specs if s.lab and s.nullable}
+    blank = np.array([range_words.get(c) == w for c, w in zip(columns, words, strict=True)],
+                     dtype=bool)
+    for column in np.unique(columns[blank]):
+        here = blank & (columns == column)
+        present = int(parsed[column].notna().sum())
+        if present >= 5 and here.sum() > present / 2:
+            blank[here] = False
+    return blank
+
+
+def _bad_row_problems(raw: pd.DataFrame, row_offset: int) -> tuple[np.ndarray, list[str]]:
+    """Rows the reader could not read (too few or too many fields), from ``attrs[BAD_ROWS]``:
+    0-based rows of the file, so at ``row - row_offset`` in this chunk."""
+    bad = raw.attrs.get(BAD_ROWS) or {}
+    items = sorted((int(k) - row_offset, v) for k, v in bad.items()
+                   if 0 <= int(k) - row_offset < len(raw))
+    return np.array([k for k, _ in items], dtype=int), [v for _, v in items]
 
 
 def unit_warnings(parsed: pd.DataFrame) -> list[str]:
@@ -602,8 +391,16 @@ def validate_table(
     table_name: str = "table",
     allow_all_rejected: bool = False,
     extra_problems: pd.DataFrame | None = None,
+    strict: bool = False,
+    sources: Mapping[str, Source] | None = None,
+    extra_warnings: Sequence[str] = (),
 ) -> ValidationResult:
-    """Parse and validate ``raw`` against ``specs``; never raises for row-level problems."""
+    """Parse and validate ``raw`` against ``specs``; never raises for row-level problems.
+
+    Column names match ignoring case and surrounding spaces (each such match is warned of). An
+    implausible value of an optional laboratory column is blanked, or with ``strict`` rejects
+    its row. ``sources`` say where each column came from, for the rejected table.
+    """
     if len(raw) == 0:
         raise ContractError(f"The {table_name} has no data rows: give at least one row.")
     duplicated = raw.columns[raw.columns.duplicated()].tolist()
@@ -611,40 +408,61 @@ def validate_table(
         raise ContractError(
             f"The {table_name} has duplicated column names {duplicated}: rename or drop them."
         )
+    bad_positions, bad_words = _bad_row_problems(raw, row_offset)
+    renames, header_warnings = match_header(raw.columns, [s.name for s in specs],
+                                            table=table_name)
+    if renames:
+        raw = raw.rename(columns=renames)
     missing = [s.name for s in specs if s.required and s.name not in raw.columns]
     if missing:
         raise ContractError(
-            f"The {table_name} lacks required column(s) {', '.join(missing)}: add them, or rename "
-            "the site's columns to the contract names with --mapping FILE."
+            f"The {table_name} lacks required column(s) {', '.join(missing)}: add them, or map "
+            "the site's own columns to them with --mapping FILE (crsrisk suggest-mapping "
+            "writes one to review; crsrisk contract lists every column)."
         )
     raw = raw.reset_index(drop=True)
     parsed, problems = parse_columns(raw, specs)
-    warnings = unit_warnings(parsed)
+    units = unit_warnings(parsed)
+    warnings = [*extra_warnings, *header_warnings, *units]
     positions, columns, words = _schema_failures(schema, parsed, rules)
-    all_positions = np.concatenate([*problems.rows, positions]).astype(int)
-    all_columns = np.concatenate(
-        [*(np.full(len(r), c, dtype=object) for r, c in zip(problems.rows, problems.columns,
-                                                             strict=True)), columns]
-    )
-    all_words = np.concatenate(
-        [*(np.full(len(r), w, dtype=object) for r, w in zip(problems.rows, problems.words,
-                                                            strict=True)), words]
-    )
-    rejected = _rejected_frame(raw, all_positions, all_columns, all_words, row_offset)
-    if extra_problems is not None and not extra_problems.empty:
-        rejected = pd.concat([extra_problems[list(REJECTED_COLUMNS)], rejected], ignore_index=True)
-        rejected = rejected.drop_duplicates(["row_number", "column"], keep="first")
-        rejected = rejected.sort_values(["row_number", "column"], kind="stable")
-        rejected = rejected.reset_index(drop=True)
-    bad_positions = rejected["row_number"].to_numpy() - 1 - row_offset
+    blank = (np.zeros(len(columns), bool) if strict
+             else _blankable(specs, parsed, columns, words))
+    for column in np.unique(columns[blank]):
+        at = positions[blank & (columns == column)]
+        parsed[column] = parsed[column].mask(np.isin(np.arange(len(parsed)), at))
+    all_positions = np.concatenate([bad_positions, *problems.rows, positions]).astype(int)
+    all_columns = np.concatenate([
+        np.full(len(bad_positions), WHOLE_ROW, dtype=object),
+        *(np.full(len(r), c, dtype=object) for r, c in zip(problems.rows, problems.columns,
+                                                           strict=True)),
+        columns,
+    ])
+    all_words = np.concatenate([
+        np.array(bad_words, dtype=object),
+        *(np.full(len(r), w, dtype=object) for r, w in zip(problems.rows, problems.words,
+                                                          strict=True)),
+        words,
+    ])
+    actions = np.full(len(all_positions), REJECTED, dtype=object)
+    actions[len(all_positions) - len(positions):][blank] = BLANKED
+    found = rejected_frame(raw, all_positions, all_columns, all_words, actions, row_offset,
+                           sources)
+    if bad_positions.size:
+        # An unread row is reported once, for what it is, not for each cell it lacks.
+        unread = found["row_number"].isin(bad_positions + 1 + row_offset)
+        found = found[~unread | found["column"].eq(WHOLE_ROW)]
+    rejected = merge_rejected(extra_problems, found)
+    # A row rejected for any reason is not used: none of its values was blanked.
+    rejected_rows = rejected.loc[rejected["action"].eq(REJECTED), "row_number"]
+    rejected.loc[rejected["row_number"].isin(rejected_rows), "action"] = REJECTED
     keep = np.ones(len(parsed), dtype=bool)
-    keep[bad_positions] = False
+    keep[rejected_rows.to_numpy() - 1 - row_offset] = False
     valid = _to_categoricals(parsed[keep], specs)
     valid.index = valid.index + row_offset
     if valid.empty and not allow_all_rejected:
         top = rejected.groupby(["column", "check"]).size().sort_values(ascending=False)
         (column, words_), count = next(iter(top.items()))
-        hint = f" {warnings[0]}" if warnings else ""
+        hint = f" {(units or warnings)[0]}" if units or warnings else ""
         raise ContractRejection(
             f"Every row of the {table_name} was rejected (most often: {column} {words_}, "
             f"{count} rows): fix the input, see the rejected table for each row.{hint}",
@@ -661,6 +479,9 @@ def validate(
     today: dt.date | None = None,
     allow_all_rejected: bool = False,
     extra_problems: pd.DataFrame | None = None,
+    strict: bool = False,
+    sources: Mapping[str, Source] | None = None,
+    extra_warnings: Sequence[str] = (),
 ) -> ValidationResult:
     """Validate a baseline table (contract section 1) and, where present, its outcome columns.
 
@@ -678,12 +499,19 @@ def validate(
         Return normally when every row is rejected (for one chunk of a longer file).
     extra_problems
         Rejected rows found earlier (e.g. by a site mapping) to merge in.
+    strict
+        Reject a row with an implausible laboratory value instead of blanking the value.
+    sources
+        Where each contract column came from in the file (`MappedTable.sources`), so that
+        rejected and blanked values are also shown as the file wrote them.
+    extra_warnings
+        Warnings found earlier (e.g. by a site mapping), to report with the others.
 
     Returns
     -------
     ValidationResult
-        ``valid`` (typed; costim_domain filled from the product table for CAR-T) and
-        ``rejected`` (row_number, patient_id, column, check, value).
+        ``valid`` (typed; costim_domain filled from the product table for CAR-T; blanked
+        values missing) and ``rejected`` (the columns of `spec.REJECTED_TABLE`).
     """
     if with_outcome is None:
         with_outcome = "crs_max_grade" in df.columns
@@ -698,6 +526,9 @@ def validate(
         table_name="baseline table",
         allow_all_rejected=allow_all_rejected,
         extra_problems=extra_problems,
+        strict=strict,
+        sources=sources,
+        extra_warnings=extra_warnings,
     )
     return ValidationResult(
         _fill_costim(result.valid), result.rejected, result.warnings, result.n_read

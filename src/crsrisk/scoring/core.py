@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 
 from crsrisk.contract.mapping import SiteMapping, apply_mapping, load_mapping
+from crsrisk.contract.rejected import REJECTED, conform_rejected
 from crsrisk.contract.spec import BASELINE_NAMES, OUTCOME_NAMES
 from crsrisk.contract.validate import stripped_text, validate
 from crsrisk.errors import ContractError
@@ -97,13 +98,13 @@ def prepare(
     ``repeated``: 0-based file rows whose patient_id also occurs in another chunk.
     ``model``: also build its model matrix of the valid rows (pandas work, like validation).
     """
-    problems = None
+    mapped = {}
     if mapping is not None:
-        mapped = apply_mapping(raw, mapping, row_offset=row_offset)
-        raw, problems = mapped.frame, mapped.problems
+        table = apply_mapping(raw, mapping, row_offset=row_offset)
+        raw, mapped = table.frame, table.validate_kwargs()
     raw = raw.reset_index(drop=True)
     result = validate(raw, with_outcome=False, row_offset=row_offset, allow_all_rejected=True,
-                      extra_problems=problems)
+                      **mapped)
     valid, rejected = result.valid, result.rejected
     if repeated is not None and repeated.size:
         valid, rejected = _reject_repeated(raw, valid, rejected, repeated, row_offset)
@@ -158,7 +159,9 @@ def _reject_repeated(
         "check": pd.Series(UNIQUE_WORDS, index=text.index, dtype="str"),
         "value": text.fillna(""),
     })
-    rejected = pd.concat([rejected, added], ignore_index=True)
+    rejected = pd.concat([rejected, conform_rejected(added)], ignore_index=True)
+    # A repeated row is not used: a value blanked in it was not used either.
+    rejected.loc[rejected["row_number"].isin(repeated + 1), "action"] = REJECTED
     rejected = rejected.sort_values(["row_number", "column"], kind="stable").reset_index(drop=True)
     return valid.drop(index=repeated, errors="ignore"), rejected
 

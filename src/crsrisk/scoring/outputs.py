@@ -18,6 +18,7 @@ from types import TracebackType
 import pandas as pd
 import pyarrow as pa
 
+from crsrisk.contract.rejected import BLANKED, REJECTED
 from crsrisk.contract.validate import empty_rejected
 from crsrisk.errors import ContractError
 from crsrisk.io import TableWriter, check_distinct_paths, remove_stale_temporaries, table_format
@@ -41,6 +42,7 @@ class ScoreSummary:
     n_read: int = 0
     n_scored: int = 0
     n_rejected: int = 0
+    n_blanked: int = 0  # implausible laboratory values set to missing in scored rows
     tiers: Counter = field(default_factory=Counter)
     warnings: list[str] = field(default_factory=list)
     model: str = ""
@@ -51,7 +53,9 @@ class ScoreSummary:
         """Count one chunk: ``tiers`` is its ``risk_tier.value_counts()``."""
         self.n_read += n_read
         self.n_scored += int(tiers.sum())
-        self.n_rejected += int(rejected["row_number"].nunique())
+        action = rejected["action"]
+        self.n_rejected += int(rejected.loc[action.eq(REJECTED), "row_number"].nunique())
+        self.n_blanked += int(action.eq(BLANKED).sum())
         self.tiers.update(tiers.to_dict())
         for warning in warnings:
             if warning not in self.warnings:
@@ -61,8 +65,9 @@ class ScoreSummary:
         """One line for the terminal: counts, tiers, model, time."""
         tiers = ", ".join(f"{t} {self.tiers.get(t, 0):,}" for t in TIERS)
         rate = f", {self.n_read / self.seconds:,.0f} rows/s" if self.seconds > 0 else ""
-        return (f"read {self.n_read:,}, scored {self.n_scored:,}, rejected {self.n_rejected:,} "
-                f"({tiers}); model {self.model}; {self.seconds:.1f} s{rate}")
+        blanked = f", blanked {self.n_blanked:,} values" if self.n_blanked else ""
+        return (f"read {self.n_read:,}, scored {self.n_scored:,}, rejected {self.n_rejected:,}"
+                f"{blanked} ({tiers}); model {self.model}; {self.seconds:.1f} s{rate}")
 
 
 def sibling_path(out: str | Path, what: str) -> Path:

@@ -1,13 +1,13 @@
 """Synthetic CAR-T / bispecific cohorts with a known true risk of severe CRS.
 
-The simulator draws treatment episodes that follow the data contract (shared/data-contract.md):
+The simulator draws treatment episodes that follow the data contract (docs/contract.md):
 a baseline table with every contract column plus the outcome columns, the raw CRS event table
 from which the ASTCT grade can always be re-derived, and each episode's true probability of
 ASTCT grade >= 3 CRS (the oracle), which is never a column of the baseline table.
 
-Every parameter below carries its source: ``lit: <row>`` names the line of shared/literature.md
-it is grounded in, ``(unverified)`` repeats that file's warning for figures recalled rather than
-read, and ``assumption`` marks a choice of ours. The numbers are plausible, not estimates: the
+Every parameter below carries its source: ``lit: <row>`` names the published source it is
+grounded in, ``(unverified)`` marks figures recalled rather than read from the paper, and
+``assumption`` marks a choice of ours. The numbers are plausible, not estimates: the
 cohort is for testing and benchmarking the pipeline, never for clinical conclusions.
 
 Outline of the generative model
@@ -165,7 +165,7 @@ class SimulatedCohort:
 
 
 # --------------------------------------------------------------------------------------------
-# Parameters. "lit:" = shared/literature.md; "assumption" = ours.
+# Parameters. "lit:" = a published source; "assumption" = ours.
 # --------------------------------------------------------------------------------------------
 
 # Share of episodes per product: CAR-T 60 %, bispecifics 40 % (assumption: rough real-world
