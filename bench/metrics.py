@@ -20,7 +20,6 @@ from scipy.special import expit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import best_of  # noqa: E402
-
 from crsrisk.evaluation.metrics import bootstrap_metrics, point_metrics  # noqa: E402
 from crsrisk.evaluation.metrics.bootstrap import (  # noqa: E402
     bootstrap_replicates,

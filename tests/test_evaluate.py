@@ -26,6 +26,7 @@ from crsrisk.evaluation.metrics import (
     net_benefit,
     point_metrics,
     subgroup_table,
+    undefined_reason,
 )
 from crsrisk.evaluation.metrics.bootstrap import bootstrap_replicates, resample_blocks
 
@@ -691,3 +692,26 @@ def test_subgroup_intervals_keep_their_golden_replicates() -> None:
                     auroc + (sg["auroc_upper"][i] - median))
         row = sub.set_index("level").loc[level]
         assert (row["auroc_lower"], row["auroc_upper"]) == pytest.approx(expected, abs=1e-9)
+
+
+# --- why a metric is n/a -----------------------------------------------------------------------
+
+
+def test_undefined_reason_says_why_each_metric_is_missing() -> None:
+    y, p = [0, 0, 1, 1], [0.10, 0.20, 0.30, 0.40]
+    thresholds = {"low": 0.05, "high": 0.9}
+    assert undefined_reason("npv_low", y, p, thresholds) == (
+        "no patient below the low threshold (0.050)")
+    assert undefined_reason("ppv_high", y, p, thresholds) == (
+        "no patient at or above the high threshold (0.900)")
+    assert undefined_reason("auroc", [0, 0, 0], [0.1, 0.2, 0.3]) == (
+        "no patient with severe CRS among the 3")
+    assert undefined_reason("specificity_low", [1, 1], [0.1, 0.2], thresholds) == (
+        "no patient without severe CRS among the 2")
+    assert "separate the outcomes" in undefined_reason("calibration_slope", y, p)
+    # Defined metrics have no reason; every NaN of point_metrics has one.
+    assert undefined_reason("auroc", y, p) is None
+    metrics = point_metrics(y, p, thresholds)
+    for name, value in metrics.items():
+        if name not in ("n", "events"):
+            assert (undefined_reason(name, y, p, thresholds) is None) == (not math.isnan(value))
