@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import re
-import time
 from datetime import date
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from crsrisk.config import ConfigError
 from crsrisk.contract.products import COSTIM_DOMAINS, PRODUCTS
 from crsrisk.contract.spec import BASELINE_COLUMNS, BASELINE_NAMES, OUTCOME_COLUMNS
 from crsrisk.simulate.cohort import (
@@ -117,12 +116,6 @@ def test_different_seed_gives_different_cohort() -> None:
     a, b = simulate_cohort(3000, 7), simulate_cohort(3000, 8)
     assert not a.baseline.equals(b.baseline)
     assert not np.array_equal(a.true_risk, b.true_risk)
-
-
-def test_simulates_100k_patients_in_seconds() -> None:
-    start = time.perf_counter()
-    simulate_cohort(BIG_N, 5)
-    assert time.perf_counter() - start < 10
 
 
 # --- shape, dtypes and contract ranges --------------------------------------------------------
@@ -410,9 +403,8 @@ def test_load_config_from_repo_file_and_defaults(tmp_path: Path) -> None:
     path = tmp_path / "sim.yaml"
     path.write_text("n_sites: 3\nend_date: '2024-12-31'\nother_scale_fraction: 0.34\n")
     cfg = load_simulation_config(path)
-    assert cfg == dataclasses.replace(
-        SimulationConfig(), n_sites=3, end_date=date(2024, 12, 31), other_scale_fraction=0.34
-    )
+    assert cfg == SimulationConfig(n_sites=3, end_date=date(2024, 12, 31),
+                                   other_scale_fraction=0.34)
     cohort = simulate_cohort(2000, 1, config=cfg)
     assert set(cohort.baseline["site"]) == {"site_A", "site_B", "site_C"}
     assert cohort.baseline["infusion_date"].max() <= pd.Timestamp("2024-12-31")
@@ -434,9 +426,40 @@ def test_products_approved_after_the_end_date_are_not_used() -> None:
 def test_config_rejects_unknown_keys_and_bad_values(tmp_path: Path) -> None:
     path = tmp_path / "sim.yaml"
     path.write_text("n_site: 3\n")
-    with pytest.raises(ValueError, match=re.escape("n_site")):
+    with pytest.raises(ConfigError, match=re.escape(f"Config file {path}: n_site: ")):
         load_simulation_config(path)
     with pytest.raises(ValueError, match="other_scale_fraction"):
         SimulationConfig(other_scale_fraction=1.5)
     with pytest.raises(ValueError, match="precede"):
         SimulationConfig(start_date=date(2025, 1, 1), end_date=date(2024, 1, 1))
+    with pytest.raises(ValueError, match="2009-01-01"):
+        SimulationConfig(start_date=date(2001, 1, 1))
+    path.write_text("end_date: not a date\n")
+    with pytest.raises(ConfigError, match="end_date"):
+        load_simulation_config(path)
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    ("n_sites: 0\n", "n_sites"),
+    ("start_date: 2025-01-01\nend_date: 2024-01-01\n", "precede"),
+    ("other_scale_fraction: [1, 2]\n", "other_scale_fraction"),
+    ("- just a list\n", "mapping"),
+    ("n_sites: [unclosed\n", "not valid YAML"),
+])
+def test_cli_simulate_with_a_bad_config_says_one_sentence_and_exits_2(
+    tmp_path: Path, text: str, where: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from crsrisk.cli import app
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    out = tmp_path / "cohort.csv"
+    result = CliRunner().invoke(app, ["simulate", "--out", str(out), "--n", "10",
+                                      "--config", str(bad)])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and where in lines[0], lines
+    assert not out.exists()
