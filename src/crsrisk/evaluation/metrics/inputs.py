@@ -77,6 +77,7 @@ def check_probabilities(p: ArrayLike, name: str = "p") -> np.ndarray:
 
 
 def check_inputs(y: ArrayLike, p: ArrayLike, p_name: str = "p") -> tuple[np.ndarray, np.ndarray]:
+    """Outcomes and probabilities of the same patients, non-empty and of equal length."""
     y_arr = check_outcomes(y)
     p_arr = check_probabilities(p, p_name)
     if y_arr.size != p_arr.size:
@@ -89,6 +90,7 @@ def check_inputs(y: ArrayLike, p: ArrayLike, p_name: str = "p") -> tuple[np.ndar
 
 
 def check_thresholds(thresholds: Mapping[str, float] | None) -> dict[str, float]:
+    """Named decision thresholds as floats in [0, 1]; an empty dict for None."""
     if thresholds is None:
         return {}
     checked = {}
@@ -106,12 +108,14 @@ def check_thresholds(thresholds: Mapping[str, float] | None) -> dict[str, float]
 
 
 def check_n_bins(n_bins: int) -> int:
+    """A positive number of calibration bins."""
     if isinstance(n_bins, bool) or not isinstance(n_bins, int | np.integer) or n_bins < 1:
         raise ValueError(f"n_bins must be a positive integer; got {n_bins!r}.")
     return int(n_bins)
 
 
 def check_decision_thresholds(thresholds: ArrayLike | None) -> np.ndarray:
+    """Decision-curve thresholds in [0, 1); 0.01 to 0.50 for None."""
     if thresholds is None:
         return DECISION_THRESHOLDS
     if np.ndim(thresholds) == 0:
@@ -128,6 +132,7 @@ def check_decision_thresholds(thresholds: ArrayLike | None) -> np.ndarray:
 
 
 def check_bootstrap(n_boot: int, level: float) -> None:
+    """A positive number of resamples and a coverage strictly between 0 and 1."""
     if isinstance(n_boot, bool) or not isinstance(n_boot, int | np.integer) or n_boot < 1:
         raise ValueError(f"n_boot must be a positive integer; got {n_boot!r}.")
     if not 0 < level < 1:
