@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from crsrisk.errors import CrsriskError
 
@@ -24,8 +25,10 @@ __all__ = [
     "TrackingConfig",
     "PlanningAction",
     "ScoreConfig",
+    "SimulationConfig",
     "TrainConfig",
     "load_score_config",
+    "load_simulation_config",
     "load_train_config",
 ]
 
@@ -102,13 +105,51 @@ class TrainConfig(_Strict):
     score: ScoreConfig | None = None
 
 
+class SimulationConfig(_Strict):
+    """Settings of the cohort simulator (configs/simulate.yaml).
+
+    Attributes
+    ----------
+    n, seed
+        Cohort size and seed used by callers that simulate from a config file;
+        ``simulate_cohort`` takes its own ``n`` and ``seed`` arguments and ignores these.
+    n_sites
+        Number of treating centres, named ``site_A``, ``site_B``, ...
+    start_date, end_date
+        Range of infusion dates. Fixed dates rather than "today", so a seed always gives the
+        same cohort; not before the contract's first date, 2009-01-01.
+    other_scale_fraction
+        Fraction of sites that report ``crs_max_grade`` on Lee 2014 or Penn instead of ASTCT.
+        The raw events stay the ASTCT ground truth.
+    """
+
+    n: int = Field(5000, ge=1)
+    seed: int = 20240601
+    n_sites: int = Field(8, ge=1, le=702)
+    start_date: date = Field(date(2017, 6, 1), ge=date(2009, 1, 1))
+    end_date: date = date(2026, 6, 30)
+    other_scale_fraction: float = Field(0.0, ge=0.0, le=1.0)
+
+    @field_validator("end_date")
+    @classmethod
+    def _after_start(cls, end: date, info: pydantic.ValidationInfo) -> date:
+        start = info.data.get("start_date")
+        if start is not None and not start < end:
+            raise ValueError(f"start_date {start} must precede end_date {end}")
+        return end
+
+
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"Config file {path} does not exist: check the path.")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ConfigError(f"Config file {path} is not valid YAML ({exc}).") from exc
+        # PyYAML's own message spans several lines; one sentence names the problem and line.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "unreadable"
+        raise ConfigError(f"Config file {path} is not valid YAML ({problem}{where}).") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"Config file {path} must hold a mapping of settings.")
     return data
@@ -135,3 +176,17 @@ def load_train_config(path: str | Path | None = None) -> TrainConfig:
     config: TrainConfig = _parse(TrainConfig, _read_yaml(path), path)  # type: ignore[assignment]
     score = load_score_config(path.parent / config.score_config)
     return config.model_copy(update={"score": score})
+
+
+def load_simulation_config(path: str | Path | None = None) -> SimulationConfig:
+    """Simulator settings from a YAML file such as configs/simulate.yaml; defaults when None.
+
+    Raises
+    ------
+    ConfigError
+        One sentence naming the file and the first unknown key or bad value.
+    """
+    if path is None:
+        return SimulationConfig()
+    path = Path(path)
+    return _parse(SimulationConfig, _read_yaml(path), path)  # type: ignore[return-value]

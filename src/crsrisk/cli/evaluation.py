@@ -52,11 +52,14 @@ def _tracking(config: Path | None):
     return load_train_config(config).tracking
 
 
-def _interval(m: dict | None) -> str:
+def _interval(m: dict | None, why: dict[str, str] | None = None, name: str = "") -> str:
+    """``estimate [lower, upper]``, or n/a with the reason (``why``: metric -> reason)."""
+    why = why or {}
     if not m or m.get("estimate") is None:
-        return "n/a"
+        return f"n/a ({why.get(name, 'not computed')})"
     if m.get("lower") is None or m.get("upper") is None:
-        return f"{m['estimate']:.3f}"
+        return (f"{m['estimate']:.3f} (no interval: "
+                f"{why.get(f'{name} interval', 'not computed')})")
     return f"{m['estimate']:.3f} [{m['lower']:.3f}, {m['upper']:.3f}]"
 
 
@@ -76,9 +79,19 @@ def evaluate(
         bool, typer.Option(help="Record an MLflow evaluation run linked to the model version.")
     ] = True,
     config: ConfigOption = None,
+    allow_training_rows: Annotated[
+        bool, typer.Option("--allow-training-rows",
+                           help="Evaluate even when most rows were seen in training; every "
+                                "output then says it is apparent (in-sample) performance.")
+    ] = False,
 ) -> None:
     """External validation: metrics with 95% intervals on a new labelled cohort, logged."""
-    from crsrisk.evaluation.validation import evaluate_model, evaluation_payload, write_json
+    from crsrisk.evaluation.validation import (
+        APPARENT,
+        evaluate_model,
+        evaluation_payload,
+        write_json,
+    )
     from crsrisk.mlops.evaluation_runs import log_evaluation
     from crsrisk.mlops.loading import load_model
 
@@ -87,18 +100,24 @@ def evaluate(
     _check_distinct(data, events, mapping, config, model, out)
     risk_model = load_model(model)
     valid, severe, description = _cohort(data, events, mapping)
-    evaluation = evaluate_model(risk_model, valid, severe, n_boot=n_boot, seed=seed)
+    evaluation = evaluate_model(risk_model, valid, severe, n_boot=n_boot, seed=seed,
+                                allow_training_rows=allow_training_rows)
+    description.update(validation=evaluation.validation,
+                       rows_seen_in_training=evaluation.rows_seen_in_training)
     payload = evaluation_payload(evaluation, risk_model, model, description)
     for note in evaluation.notes:
         say(f"note: {note}")
     metrics = payload["metrics"]
-    say(f"{risk_model.name} v{risk_model.version} ({risk_model.kind}) on {data.name}: "
-        f"{description['rows_valid']:,} rows, {description['events']:,} severe "
-        f"({description['prevalence']:.1%}); 95% percentile-bootstrap intervals, "
-        f"{n_boot} resamples")
+    if evaluation.validation == APPARENT:
+        say(f"warning: {APPARENT}: the model was trained on these rows, so every figure below "
+            "is optimistic")
+    say(f"{risk_model.name} v{risk_model.version} ({risk_model.kind}) on {data.name}, "
+        f"{evaluation.validation}: {description['rows_valid']:,} rows, "
+        f"{description['events']:,} severe "
+        f"({description['prevalence']:.1%}); 95% bootstrap intervals, {n_boot} resamples")
     for name in ("auroc", "auprc", "brier", "log_loss", "calibration_slope",
                  "calibration_intercept", "ece", "sensitivity_high", "npv_low"):
-        say(f"  {name:<22}{_interval(metrics.get(name))}")
+        say(f"  {name:<22}{_interval(metrics.get(name), evaluation.undefined, name)}")
     for score, table in payload["comparators"].items():
         if isinstance(table, dict):
             say(f"  {score + ' AUROC':<22}{_interval(table.get('auroc'))} (cross-fitted here)")

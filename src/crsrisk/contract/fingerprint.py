@@ -1,14 +1,23 @@
-"""Fingerprints of tables: sha256 of the contents, recorded with every run; they reveal no row."""
+"""Fingerprints of tables, recorded with every run: a table's sha256, and a short hash per row.
+
+The per-row hashes let `crsrisk evaluate` recognise rows a model was trained on. They are 64-bit
+digests of a row's contract values: they cannot be turned back into the row, but whoever holds a
+row can check whether it was a training row, so they are kept with the model, never in logs.
+"""
 
 from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import pandas as pd
 
 from crsrisk.contract.spec import BASELINE_NAMES, CONTRACT_VERSION, OUTCOME_NAMES
 
-__all__ = ["data_fingerprint", "fingerprint_frame"]
+__all__ = ["ROW_HASH_COLUMNS", "data_fingerprint", "fingerprint_frame", "row_hashes"]
+
+# The patient id is left out: the same patient exported again under a new id is the same row.
+ROW_HASH_COLUMNS = tuple(name for name in BASELINE_NAMES if name != "patient_id")
 
 
 def fingerprint_frame(frame: pd.DataFrame) -> str:
@@ -29,3 +38,25 @@ def data_fingerprint(valid: pd.DataFrame, severe: pd.Series, extra: dict[str, st
         "contract_version": CONTRACT_VERSION,
         **extra,
     }
+
+
+def row_hashes(valid: pd.DataFrame) -> np.ndarray:
+    """One hex digest per row of validated contract rows, from its baseline contract values.
+
+    Parameters
+    ----------
+    valid : pandas.DataFrame
+        Rows as contract validation returns them (contract dtypes), with every column of
+        `ROW_HASH_COLUMNS`; other columns (outcomes, extras) are ignored.
+
+    Returns
+    -------
+    numpy.ndarray of str
+        16 hex characters per row, in row order; equal rows give equal digests whatever the
+        file format, row order or patient id they came with.
+    """
+    missing = [name for name in ROW_HASH_COLUMNS if name not in valid.columns]
+    if missing:
+        raise ValueError(f"row_hashes needs validated contract rows; missing columns {missing}")
+    hashed = pd.util.hash_pandas_object(valid[list(ROW_HASH_COLUMNS)], index=False).to_numpy()
+    return np.array([format(int(h), "016x") for h in hashed], dtype=object)

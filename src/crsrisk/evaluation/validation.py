@@ -23,20 +23,25 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
-from crsrisk.contract.fingerprint import data_fingerprint
+from crsrisk.contract.fingerprint import data_fingerprint, row_hashes
 from crsrisk.errors import CrsriskError
 from crsrisk.evaluation.metrics import (
+    INTERVAL_METHOD,
     age_band,
     bootstrap_metrics,
     calibration_table,
     decision_curve,
     subgroup_table,
+    undefined_reason,
 )
 from crsrisk.features.published import PUBLISHED_SCORES, ScoreComparator
 from crsrisk.io import atomic_path
 from crsrisk.modeling.riskmodel import PROBABILITY_FLOOR, RiskModel
 
 __all__ = [
+    "APPARENT",
+    "EXTERNAL",
+    "TRAINING_OVERLAP_LIMIT",
     "SUBGROUP_COLUMNS",
     "JSON_THRESHOLDS",
     "COMPARATOR_FOLDS",
@@ -48,6 +53,7 @@ __all__ = [
     "Evaluation",
     "cross_fitted_scores",
     "evaluate_model",
+    "rows_seen_in_training",
     "clean_for_json",
     "is_simulated",
     "model_summary",
@@ -71,6 +77,10 @@ COMPARATOR_METHOD = (
 )
 MIN_EVENTS = 10
 SIMULATED_ID_PREFIX = "SIM-"
+EXTERNAL = "external validation"
+APPARENT = "apparent (in-sample) performance, not external validation"
+# At or above this share of rows seen in training, evaluate refuses unless told it may.
+TRAINING_OVERLAP_LIMIT = 0.5
 
 
 class EvaluationError(CrsriskError):
@@ -99,6 +109,9 @@ class Evaluation:
     seed: int
     level: float = 0.95
     notes: list[str] = field(default_factory=list)
+    validation: str = EXTERNAL  # or APPARENT, when most rows were seen in training
+    rows_seen_in_training: int | None = None  # None: the model records no training rows
+    undefined: dict[str, str] = field(default_factory=dict)  # metric -> why it is n/a
 
     def metric(self, name: str) -> dict[str, float]:
         """``estimate``, ``lower``, ``upper`` of one metric."""
@@ -153,8 +166,9 @@ def evaluate_model(
     seed: int = 0,
     comparators: bool = True,
     subgroups: bool = True,
+    allow_training_rows: bool = False,
 ) -> Evaluation:
-    """Performance of ``model`` on a labelled cohort, with percentile-bootstrap intervals.
+    """Performance of ``model`` on a labelled cohort, with bootstrap intervals.
 
     Parameters
     ----------
@@ -170,10 +184,19 @@ def evaluate_model(
         Also evaluate the published scores, cross-fitted on this cohort (`cross_fitted_scores`).
     subgroups
         Also compute the subgroup table (therapy class, product, diagnosis, site, sex, age band).
+    allow_training_rows
+        Evaluate even when at least `TRAINING_OVERLAP_LIMIT` of the rows were seen in training;
+        the result is then labelled `APPARENT`. Fewer overlapping rows are counted in the notes.
 
     Returns
     -------
     Evaluation
+
+    Raises
+    ------
+    EvaluationError
+        Without both outcomes, or when most rows were seen in training and
+        ``allow_training_rows`` is False.
     """
     y = severe.astype(int).to_numpy()
     events = int(y.sum())
@@ -182,7 +205,7 @@ def evaluate_model(
             f"The cohort has {events} severe CRS events among {len(y)} rows: discrimination and "
             "calibration need both outcomes; evaluate on a cohort with and without severe CRS."
         )
-    notes = []
+    seen, validation, notes = _training_overlap(model, valid, allow_training_rows)
     if min(events, len(y) - events) < MIN_EVENTS:
         notes.append(f"only {min(events, len(y) - events)} rows of the rarer outcome: the "
                      "intervals are wide and calibration estimates unstable")
@@ -203,8 +226,58 @@ def evaluate_model(
         subgroup = subgroup_table(frame, y, risk, list(SUBGROUP_COLUMNS), thresholds=thresholds,
                                   seed=seed)
     decision = decision_curve(y, {"model": risk, **comparator_risk})
+    undefined = _undefined(metrics, y, risk, thresholds)
+    notes.extend(f"{metric} n/a: {why}" for metric, why in undefined.items())
     return Evaluation(metrics, thresholds, calibration_table(y, risk), decision, subgroup,
-                      comparator_metrics, risk, comparator_risk, y, n_boot, seed, notes=notes)
+                      comparator_metrics, risk, comparator_risk, y, n_boot, seed, notes=notes,
+                      validation=validation, rows_seen_in_training=seen, undefined=undefined)
+
+
+def rows_seen_in_training(model: RiskModel, valid: pd.DataFrame) -> int | None:
+    """How many of ``valid``'s rows match a row ``model`` was trained on (None: not recorded).
+
+    Rows are matched by their contract values (`crsrisk.contract.fingerprint.row_hashes`),
+    whatever their patient id; the model records its training rows' hashes when it is logged.
+    """
+    recorded = model.info.get("training_row_hashes")
+    if not recorded:
+        return None
+    return int(np.isin(row_hashes(valid), np.asarray(recorded, dtype=object)).sum())
+
+
+def _training_overlap(
+    model: RiskModel, valid: pd.DataFrame, allow: bool
+) -> tuple[int | None, str, list[str]]:
+    """Rows seen in training, the kind of validation this is, and the notes that say so."""
+    seen = rows_seen_in_training(model, valid)
+    if seen is None:
+        return None, EXTERNAL, ["the model records no training rows (logged before crsrisk kept "
+                                "them): whether these rows were seen in training is unchecked"]
+    if not seen:
+        return 0, EXTERNAL, []
+    share = f"{seen:,} of {len(valid):,} rows ({seen / len(valid):.0%}) were seen in training"
+    if seen < TRAINING_OVERLAP_LIMIT * len(valid):
+        return seen, EXTERNAL, [f"{share}: they flatter the figures; evaluate on rows the model "
+                                "has not seen"]
+    if not allow:
+        raise EvaluationError(
+            f"{share}: this would measure {APPARENT}. Evaluate on a cohort the model has not "
+            "seen, or pass --allow-training-rows to measure apparent performance knowingly.")
+    return seen, APPARENT, [f"{share}: {APPARENT}"]
+
+
+def _undefined(
+    metrics: pd.DataFrame, y: np.ndarray, risk: np.ndarray, thresholds: dict[str, float]
+) -> dict[str, str]:
+    """Why each metric without an estimate or interval is n/a."""
+    out = {}
+    for row in metrics.itertuples():
+        if not math.isfinite(row.estimate):
+            out[row.metric] = (undefined_reason(row.metric, y, risk, thresholds)
+                               or "undefined on this cohort")
+        elif not (math.isfinite(row.lower) and math.isfinite(row.upper)):
+            out[f"{row.metric} interval"] = "defined on none of the bootstrap resamples"
+    return out
 
 
 def clean_for_json(value: object) -> object:
@@ -273,7 +346,7 @@ def evaluation_payload(
         "data": data,
         "bootstrap": {
             "resamples": evaluation.n_boot, "seed": evaluation.seed, "level": evaluation.level,
-            "method": "percentile bootstrap, patients resampled with replacement",
+            "method": INTERVAL_METHOD,
         },
         "thresholds": evaluation.thresholds,
         "metrics": _interval_dict(evaluation.metrics),

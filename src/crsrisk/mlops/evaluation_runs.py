@@ -179,6 +179,7 @@ def _log_evaluation(store, payload: dict, model: RiskModel, uri: str) -> LoggedR
         "input_file": str(data.get("input_file", "")),
         "mapping_fingerprint": str(data.get("mapping_fingerprint", "none")),
         "contract_version": str(data["contract_version"]),
+        "validation": str(data.get("validation", "external validation")),
         "git_commit": git_commit(),
         **library_versions(),
     }

@@ -24,7 +24,7 @@ from sklearn.calibration import calibration_curve  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from crsrisk.config import TrainConfig  # noqa: E402
-from crsrisk.contract.fingerprint import data_fingerprint  # noqa: E402
+from crsrisk.contract.fingerprint import data_fingerprint, row_hashes  # noqa: E402
 from crsrisk.contract.spec import CONTRACT_VERSION  # noqa: E402
 from crsrisk.evaluation.metrics import point_metrics  # noqa: E402
 from crsrisk.mlops.pyfunc import ARTIFACT_KEY, CrsRiskModel, signature, to_wire  # noqa: E402
@@ -210,7 +210,8 @@ def log_and_register(
             plt.close(figure)
         selected.model.info.update({"data_sha256": fingerprint["data_sha256"],
                                     "mapping_fingerprint": provenance.get(
-                                        "mapping_fingerprint", "none")})
+                                        "mapping_fingerprint", "none"),
+                                    "training_row_hashes": row_hashes(valid).tolist()})
         info = log_risk_model(selected.model)
         run_id = run.info.run_id
     metrics = {**selected.cv_metrics, **{f"test_{k}": v for k, v in

@@ -1009,7 +1009,8 @@ def build_report(
     if cohort is not None:
         valid, severe, data = cohort
         say(f"evaluating on {len(valid):,} rows ({n_boot} bootstrap resamples)")
-        evaluation = evaluate_model(model, valid, severe, n_boot=n_boot, seed=seed)
+        evaluation = evaluate_model(model, valid, severe, n_boot=n_boot, seed=seed,
+                                    allow_training_rows=True)  # the report says so itself
         say(f"SHAP values on {min(len(valid), shap_rows):,} rows")
         explanation = explain_global(model, valid, max_rows=shap_rows, seed=seed)
     c = _Context(model, str(uri), record, link_note, valid, severe, data, evaluation,
