@@ -15,10 +15,11 @@ from typer.testing import CliRunner
 
 from crsrisk.cli import app
 from crsrisk.config import CONFIG_DIR, ConfigError, load_train_config
-from crsrisk.evaluation.metrics import subgroup_table
+from crsrisk.evaluation.metrics import calibration_table, subgroup_table
 from crsrisk.evaluation.privacy import (
     MIN_CELL,
     check_min_cell,
+    pooled_bins,
     private_groups,
     site_code_map,
     site_codes,
@@ -62,9 +63,37 @@ def test_small_counts_are_withheld_and_their_complement_too():
     counts = pd.DataFrame({"all": [500, 3, 120, 0], "severe": [40, 12, 20, 0]})
     shown = suppress_small_counts(counts, ["all", "severe"], 10, complementary=True)
     # 3 is withheld, and so is the next smallest (120), else 623 - 500 - 120 gives it back.
-    assert shown["all"].tolist() == [500, "< 10", "< 10", 0]
+    assert shown["all"].tolist() == [500, "< 10", "withheld", 0]
     assert shown["severe"].tolist() == [40, 12, 20, 0]
     assert suppress_small_counts(counts, ["all"], 12)["all"].tolist() == [500, "< 12", 120, 0]
+
+
+def test_site_rows_follow_code_order_not_the_order_of_names():
+    rng = np.random.default_rng(1)
+    site = np.repeat(np.array(["alpha", "Beta"], dtype=object), 300)
+    y = (rng.random(600) < 0.3).astype(int)
+    frame = pd.DataFrame({"site": pd.array(site, dtype="str")})
+    raw = subgroup_table(frame, y, np.full(600, 0.3), ["site"], n_boot=10)
+    assert raw["level"].tolist() == ["Beta", "alpha"]  # as the metrics sort them
+    table = private_groups(raw, 10)
+    assert table["level"].tolist() == ["site_1", "site_2"]
+    assert table["n"].tolist() == [300, 300]
+    assert table["events"].tolist() == [int(y[:300].sum()), int(y[300:].sum())]  # alpha, Beta
+
+
+def test_calibration_bins_are_pooled_until_none_is_small():
+    rng = np.random.default_rng(2)
+    p = np.sort(rng.uniform(0.01, 0.2, 1000))
+    y = (rng.random(1000) < p).astype(int)
+    table = calibration_table(y, p)
+    assert (table["events"] < 10).any()  # the test needs small bins to pool
+    pooled = pooled_bins(table, 10)
+    assert (pooled["events"] >= 10).all() and (pooled["n"] - pooled["events"] >= 10).all()
+    assert pooled["n"].sum() == 1000 and pooled["events"].sum() == y.sum()
+    assert pooled["bin"].iloc[-1].endswith("-10") or pooled["bin"].iloc[-1] == "10"
+    assert np.allclose(pooled["observed"], pooled["events"] / pooled["n"])
+    assert pooled_bins(table[table["events"] >= 10], 10)["bin"].tolist() == [
+        str(b) for b in table.loc[table["events"] >= 10, "bin"]]
 
 
 def small_subgroups() -> pd.DataFrame:
@@ -164,8 +193,9 @@ def test_evaluate_json_and_mlflow_artefact_withhold_small_cells_and_code_sites(s
     assert all(one[c] is None for c in ("events", "observed", "prevalence", "auroc",
                                         "calibration_intercept", "mean_predicted"))
     assert sites[codes[ELEVEN_SITE]]["n"] == 11
-    for row in payload["calibration_table"]:
-        assert isinstance(row["events"], str) or row["events"] >= 10
+    bins = payload["calibration_table"]
+    assert sum(row["n"] for row in bins) == payload["data"]["rows_valid"]
+    assert all(row["events"] >= 10 and row["n"] - row["events"] >= 10 for row in bins)
     artefact = Path(client.download_artifacts(payload["tracking"]["run_id"], "evaluation.json",
                                               str(tmp_path)))
     logged = artefact.read_text()

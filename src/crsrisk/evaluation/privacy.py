@@ -27,6 +27,7 @@ __all__ = [
     "MIN_CELL",
     "MIN_CELL_FLOOR",
     "SITE_CODE_PREFIX",
+    "COMPLEMENT",
     "check_min_cell",
     "small",
     "withheld",
@@ -34,10 +35,13 @@ __all__ = [
     "site_codes",
     "suppress_small_counts",
     "private_groups",
+    "pooled_bins",
 ]
 
 MIN_CELL: int = PrivacyConfig().min_cell
 SITE_CODE_PREFIX = "site_"
+# A count withheld only so that a small one cannot be had by subtraction (it is not small).
+COMPLEMENT = "withheld"
 # Columns of a subgroup or calibration table that are computed from the outcome.
 _OUTCOME_COLUMNS = ("events", "prevalence", "observed", "auroc", "auroc_lower", "auroc_upper",
                     "calibration_intercept", "brier", "too_few_events")
@@ -97,11 +101,13 @@ def site_codes(series: pd.Series) -> pd.Series:
     Returns
     -------
     pandas.Series
-        Of dtype ``str``, aligned with ``series``.
+        Categorical, its categories in code order (``site_2`` before ``site_10``), aligned
+        with ``series``.
     """
     codes = site_code_map(series)
-    coded = series.map(lambda v: v if pd.isna(v) else codes[str(v)])
-    return coded.astype("str")
+    coded = series.map(lambda v: None if pd.isna(v) else codes[str(v)])
+    return pd.Series(pd.Categorical(coded, categories=list(codes.values())),
+                     index=series.index, name=series.name)
 
 
 def suppress_small_counts(
@@ -124,7 +130,7 @@ def suppress_small_counts(
     complementary
         Treat each column as the levels of one variable adding up to a known total: where a
         column has exactly one withheld cell, also withhold its smallest other non-zero cell, so
-        the withheld one cannot be had by subtraction.
+        the withheld one cannot be had by subtraction; that cell reads `COMPLEMENT`.
 
     Returns
     -------
@@ -135,14 +141,15 @@ def suppress_small_counts(
     out = table.copy()
     for column in columns:
         counts = pd.to_numeric(table[column]).to_numpy(dtype=float)
+        cells: list[object] = [int(c) for c in counts]
         hide = (counts > 0) & (counts < min_cell)
+        for i in np.flatnonzero(hide):
+            cells[i] = withheld(min_cell)
         if complementary and hide.sum() == 1:
             others = np.where(~hide & (counts > 0), counts, np.inf)
             if np.isfinite(others).any():
-                hide[int(np.argmin(others))] = True
-        out[column] = pd.Series(
-            [withheld(min_cell) if h else int(c) for h, c in zip(hide, counts, strict=True)],
-            index=table.index, dtype=object)
+                cells[int(np.argmin(others))] = COMPLEMENT
+        out[column] = pd.Series(cells, index=table.index, dtype=object)
     return out
 
 
@@ -179,6 +186,14 @@ def private_groups(
         sites = out["variable"].eq(site_variable) & out["level"].ne("missing")
         codes = site_code_map(out.loc[sites, "level"])
         out.loc[sites, "level"] = out.loc[sites, "level"].map(lambda v: codes[str(v)])
+        if codes:  # site rows (contiguous) in code order, so their order says nothing
+            rank = {code: i for i, code in enumerate(codes.values())}
+            position = np.arange(len(out), dtype=float)
+            rows = np.flatnonzero(sites.to_numpy())
+            position[rows] = rows[0] + np.array(
+                [rank[v] for v in out.loc[sites, "level"]], dtype=float) / len(rank)
+            order = np.argsort(position, kind="stable")
+            out, table = out.iloc[order], table.iloc[order]
     n = pd.to_numeric(table["n"]).to_numpy(dtype=float)
     events = pd.to_numeric(table["events"]).to_numpy(dtype=float)
     tiny = n < min_cell
@@ -194,4 +209,46 @@ def private_groups(
     out.loc[tiny, "n"] = withheld(min_cell)
     out.loc[rare, "events"] = withheld(min_cell)
     out["withheld"] = np.where(tiny, "n", np.where(rare, "outcome", ""))
-    return out
+    return out.reset_index(drop=True)
+
+
+def pooled_bins(table: pd.DataFrame, min_cell: int = MIN_CELL) -> pd.DataFrame:
+    """A calibration table whose neighbouring bins are pooled until none is a small cell.
+
+    Parameters
+    ----------
+    table
+        From `crsrisk.evaluation.metrics.calibration_table`: ``bin``, ``mean_predicted``,
+        ``observed``, ``n``, ``events``, lowest risk first.
+    min_cell
+        Each pooled bin holds at least this many events and this many non-events (when the
+        whole cohort does).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The same columns; ``bin`` names the bins pooled (``"1-4"``), the rest is recomputed.
+    """
+    check_min_cell(min_cell)
+    groups: list[list[dict]] = []
+    current: list[dict] = []
+    for row in table.to_dict("records"):
+        current.append(row)
+        events = sum(r["events"] for r in current)
+        if min(events, sum(r["n"] for r in current) - events) >= min_cell:
+            groups.append(current)
+            current = []
+    if current:  # what is left joins the last full bin, or stands alone when there is none
+        if groups:
+            groups[-1].extend(current)
+        else:
+            groups.append(current)
+    rows = []
+    for group in groups:
+        n = sum(r["n"] for r in group)
+        events = sum(r["events"] for r in group)
+        first, last = group[0]["bin"], group[-1]["bin"]
+        rows.append({"bin": str(first) if first == last else f"{first}-{last}",
+                     "mean_predicted": sum(r["mean_predicted"] * r["n"] for r in group) / n,
+                     "observed": events / n, "n": n, "events": events})
+    return pd.DataFrame(rows, columns=["bin", "mean_predicted", "observed", "n", "events"])

@@ -32,7 +32,13 @@ from crsrisk.evaluation.metrics import (
     decision_curve,
     subgroup_table,
 )
-from crsrisk.evaluation.privacy import MIN_CELL, check_min_cell, private_groups, withheld
+from crsrisk.evaluation.privacy import (
+    MIN_CELL,
+    check_min_cell,
+    pooled_bins,
+    private_groups,
+    withheld,
+)
 from crsrisk.features.published import PUBLISHED_SCORES, ScoreComparator
 from crsrisk.io import atomic_path
 from crsrisk.modeling.riskmodel import PROBABILITY_FLOOR, RiskModel
@@ -265,8 +271,9 @@ def evaluation_payload(
     data
         Description of the cohort (file, fingerprint, counts), see `data_description`.
     min_cell
-        Subgroups and calibration bins withhold counts of fewer patients and sites are coded
-        (`crsrisk.evaluation.privacy.private_groups`).
+        Subgroups withhold counts of fewer patients and code sites
+        (`crsrisk.evaluation.privacy.private_groups`); neighbouring calibration bins are pooled
+        until each holds at least this many events and non-events (`pooled_bins`).
     """
     check_min_cell(min_cell)
     curve = evaluation.decision
@@ -288,7 +295,8 @@ def evaluation_payload(
             "method": COMPARATOR_METHOD,
             **{name: _interval_dict(t) for name, t in evaluation.comparators.items()},
         },
-        "calibration_table": private_groups(evaluation.calibration, min_cell).to_dict("records"),
+        "calibration_table": private_groups(pooled_bins(evaluation.calibration, min_cell),
+                                            min_cell).to_dict("records"),
         "decision_curve": wide.to_dict("records"),
         "subgroups": (private_groups(evaluation.subgroups, min_cell).to_dict("records")
                       if evaluation.subgroups is not None else None),

@@ -272,9 +272,10 @@ def _performance_figures(c: _Context) -> list[dict[str, str]]:
                 "cohort); AUROC with 95% CI in the legend."),
         _figure(png(calibration_figure(ev, c.min_cell)), "Calibration plot",
                 "Observed severe CRS rate against mean predicted risk in 10 quantile bins "
-                "(95% Wilson intervals); below, the distribution of predicted risk. Bins with "
-                f"fewer than {c.min_cell} events or non-events, and histogram bars of fewer "
-                f"than {c.min_cell} patients, are not shown."),
+                "(95% Wilson intervals); below, the distribution of predicted risk. "
+                f"Neighbouring bins are pooled until each holds {c.min_cell} events and "
+                f"{c.min_cell} non-events; histogram bars of fewer than {c.min_cell} patients "
+                "are not drawn."),
         _figure(png(decision_figure(ev, c.label)), "Decision curve",
                 "Net benefit across threshold probabilities: the model, each published "
                 "score, treating all and treating none (Vickers and Elkin 2006)."),

@@ -226,7 +226,7 @@ def predictors_table() -> pd.DataFrame:
     """The contract columns the model uses, each with its label and the contract's meaning."""
     return pd.DataFrame([
         {"Predictor": column_label(spec.name), "Contract column": spec.name,
-         "Meaning": spec.meaning or "–"}
+         "Meaning": spec.meaning}
         for spec in BASELINE_COLUMNS if spec.name not in NOT_PREDICTORS])
 
 
@@ -465,7 +465,7 @@ def subgroups_display(subgroups: pd.DataFrame, min_cell: int = MIN_CELL) -> pd.D
         if hidden == "n":
             auroc = "–"
         elif hidden == "outcome":
-            auroc = f"withheld (events or non-events {withheld(min_cell)})"
+            auroc = "withheld"
         elif r["too_few_events"]:
             auroc = "too few events"
         else:

@@ -1,8 +1,9 @@
 """The report's figures: ROC curves, calibration, decision curve; each encoded as a PNG.
 
 Figures drawn from counts follow the same privacy rules as the tables
-(`crsrisk.evaluation.privacy`): a calibration bin with fewer than ``min_cell`` events or
-non-events is left out, and histogram bars of fewer than ``min_cell`` patients are not drawn.
+(`crsrisk.evaluation.privacy`): neighbouring calibration bins are pooled until each holds
+``min_cell`` events and non-events, and histogram bars of fewer than ``min_cell`` patients are
+not drawn.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from scipy.stats import binomtest  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from crsrisk.evaluation.metrics import TREAT_ALL, TREAT_NONE  # noqa: E402
-from crsrisk.evaluation.privacy import MIN_CELL, private_groups, small  # noqa: E402
+from crsrisk.evaluation.privacy import MIN_CELL, pooled_bins, small  # noqa: E402
 from crsrisk.evaluation.validation import Evaluation  # noqa: E402
 from crsrisk.report.data import SCORE_NAMES  # noqa: E402
 
@@ -73,27 +74,27 @@ def roc_figure(evaluation: Evaluation, model_label: str) -> Figure:
 def calibration_figure(evaluation: Evaluation, min_cell: int = MIN_CELL) -> Figure:
     """Observed against predicted risk in 10 quantile bins (95% Wilson intervals), histogram.
 
-    Bins with fewer than ``min_cell`` events or non-events are left out (the title says how
-    many); histogram bars of fewer than ``min_cell`` patients are not drawn.
+    Neighbouring bins are pooled until each holds ``min_cell`` events and non-events
+    (`crsrisk.evaluation.privacy.pooled_bins`); histogram bars of fewer than ``min_cell``
+    patients are not drawn.
     """
-    table = evaluation.calibration
-    shown = private_groups(table, min_cell)["withheld"].eq("").to_numpy()
-    kept = table[shown]
+    table = pooled_bins(evaluation.calibration, min_cell)
     fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.2, 6), sharex=True,
                                    gridspec_kw={"height_ratios": [4, 1]})
-    lower, upper = wilson_interval(kept["events"].to_numpy(), kept["n"].to_numpy())
-    observed = kept["observed"].to_numpy(float)
-    ax.errorbar(kept["mean_predicted"], observed, yerr=[observed - lower, upper - observed],
-                fmt="o-", capsize=3, label="model (10 quantile bins)")
-    top = float(max(np.max(upper, initial=0.0), table["mean_predicted"].max())) * 1.05
+    lower, upper = wilson_interval(table["events"].to_numpy(), table["n"].to_numpy())
+    observed = table["observed"].to_numpy(float)
+    pooled = len(table) < len(evaluation.calibration)
+    ax.errorbar(table["mean_predicted"], observed, yerr=[observed - lower, upper - observed],
+                fmt="o-", capsize=3,
+                label=(f"model (10 quantile bins, pooled to >= {min_cell} events)" if pooled
+                       else "model (10 quantile bins)"))
+    top = float(max(np.max(upper), table["mean_predicted"].max())) * 1.05
     ax.plot([0, top], [0, top], ls=":", color="grey", label="ideal")
     slope = evaluation.metric("calibration_slope")
     intercept = evaluation.metric("calibration_intercept")
-    title = (f"Calibration: slope {slope['estimate']:.2f}, "
-             f"intercept {intercept['estimate']:+.2f}")
-    if not shown.all():
-        title += f"\n({int((~shown).sum())} bin(s) of < {min_cell} events or non-events not shown)"
-    ax.set(ylabel="observed severe CRS rate", title=title)
+    ax.set(ylabel="observed severe CRS rate",
+           title=f"Calibration: slope {slope['estimate']:.2f}, "
+                 f"intercept {intercept['estimate']:+.2f}")
     ax.legend(fontsize=8)
     counts, edges = np.histogram(evaluation.risk, bins=50, range=(0, top))
     counts = np.where([small(c, min_cell) for c in counts], 0, counts)
