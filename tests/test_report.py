@@ -18,7 +18,8 @@ from crsrisk.config import TrackingConfig
 from crsrisk.contract.grading import resolve_labels
 from crsrisk.contract.validate import validate
 from crsrisk.evaluation.validation import data_description
-from crsrisk.report.build import SECTIONS, build_report, missingness_table, table_one, write_report
+from crsrisk.report.build import SECTIONS, build_report, write_report
+from crsrisk.report.data import missingness_table, table_one
 from crsrisk.simulate.cohort import simulate_cohort
 
 CHROMIUM = "/usr/bin/chromium"
@@ -206,3 +207,22 @@ def test_table_one_handles_an_all_missing_column():
     table = table_one(valid, severe)
     row = table[table["Variable"] == "IL-6 (pg/mL)"].iloc[0]
     assert row["Missing"] == "100.0%" and row.iloc[2] == "–"
+
+
+def test_cohort_text_is_escaped_by_the_template(registry, cohort, trained):
+    """A file name or site holding markup reaches the page as text, never as a tag."""
+    model, tracking = registry
+    valid, severe, _ = cohort
+    hostile = valid.assign(site=valid["site"].astype(object))
+    hostile.loc[hostile.index[:40], "site"] = "<script>alert('site')</script>"
+    description = data_description(hostile, severe, {
+        "input_file": "<script>alert('file')</script>.csv", "mapping_fingerprint": "<b>x</b>"})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", trained.uri)
+        document = build_report(model, trained.model_uri, (hostile, severe, description),
+                                n_boot=10, shap_rows=200, tracking=tracking)
+    assert "<script>alert" not in document and "<b>x</b>" not in document
+    assert "&lt;script&gt;alert(&#39;file&#39;)&lt;/script&gt;.csv" in document
+    assert "&lt;b&gt;x&lt;/b&gt;" in document
+    assert "alert(&#39;site&#39;)" not in document  # sites are coded, not shown at all
+    assert document.count("<script>") == 1  # the self-check alone

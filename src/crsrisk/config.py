@@ -23,6 +23,8 @@ __all__ = [
     "TierConfig",
     "PromotionConfig",
     "TrackingConfig",
+    "MIN_CELL_FLOOR",
+    "PrivacyConfig",
     "PlanningAction",
     "ScoreConfig",
     "SimulationConfig",
@@ -78,6 +80,16 @@ class TrackingConfig(_Strict):
     model_name: str = "crs-severe"
 
 
+MIN_CELL_FLOOR = 5  # no setting may publish a count of fewer patients than this
+
+
+class PrivacyConfig(_Strict):
+    """Counts of fewer than ``min_cell`` patients are withheld from every table that leaves the
+    site (report, evaluation JSON, MLflow artefacts); see `crsrisk.evaluation.privacy`."""
+
+    min_cell: int = Field(10, ge=MIN_CELL_FLOOR)
+
+
 class PlanningAction(_Strict):
     text: str
     evidence: str
@@ -100,6 +112,7 @@ class TrainConfig(_Strict):
     drivers_top_k: int = Field(3, ge=1, le=20)
     promotion: PromotionConfig = PromotionConfig()
     tracking: TrackingConfig = TrackingConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
     score_config: str = "score.yaml"
     # Filled by load_train_config: the planning actions the model will carry.
     score: ScoreConfig | None = None

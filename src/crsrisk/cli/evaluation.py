@@ -47,9 +47,13 @@ def _cohort(data: Path, events: Path | None, mapping: Path | None):
 
 
 def _tracking(config: Path | None):
+    return _settings(config).tracking
+
+
+def _settings(config: Path | None):
     from crsrisk.config import load_train_config
 
-    return load_train_config(config).tracking
+    return load_train_config(config)
 
 
 def _interval(m: dict | None, why: dict[str, str] | None = None, name: str = "") -> str:
@@ -98,13 +102,15 @@ def evaluate(
     if out is not None and out.suffix.lower() != ".json":
         raise _error(f"--out {out} must end in .json.")
     _check_distinct(data, events, mapping, config, model, out)
+    settings = _settings(config)
     risk_model = load_model(model)
     valid, severe, description = _cohort(data, events, mapping)
     evaluation = evaluate_model(risk_model, valid, severe, n_boot=n_boot, seed=seed,
                                 allow_training_rows=allow_training_rows)
     description.update(validation=evaluation.validation,
                        rows_seen_in_training=evaluation.rows_seen_in_training)
-    payload = evaluation_payload(evaluation, risk_model, model, description)
+    payload = evaluation_payload(evaluation, risk_model, model, description,
+                                 min_cell=settings.privacy.min_cell)
     for note in evaluation.notes:
         say(f"note: {note}")
     metrics = payload["metrics"]
@@ -122,7 +128,7 @@ def evaluate(
         if isinstance(table, dict):
             say(f"  {score + ' AUROC':<22}{_interval(table.get('auroc'))} (cross-fitted here)")
     if log:
-        logged = log_evaluation(payload, risk_model, model, _tracking(config))
+        logged = log_evaluation(payload, risk_model, model, settings.tracking)
         payload["tracking"] = {"run_id": logged.run_id, "message": logged.message,
                                "linked_version": (f"{logged.linked.name}/{logged.linked.version}"
                                                   if logged.linked else None)}
@@ -199,10 +205,12 @@ def report(
         raise _error(f"--out {out} must end in .html.")
     _check_distinct(data, events, mapping, config, model, out)
     start = time.perf_counter()
+    settings = _settings(config)
     risk_model = load_model(model)
     cohort = _cohort(data, events, mapping) if data is not None else None
     html = build_report(risk_model, model, cohort, n_boot=n_boot, seed=seed,
-                        tracking=_tracking(config), progress=say)
+                        tracking=settings.tracking, min_cell=settings.privacy.min_cell,
+                        progress=say)
     write_report(html, out)
     say(f"report written to {out} ({len(html) / 1e6:.1f} MB, "
         f"{time.perf_counter() - start:.1f} s)")

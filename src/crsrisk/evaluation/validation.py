@@ -34,6 +34,13 @@ from crsrisk.evaluation.metrics import (
     subgroup_table,
     undefined_reason,
 )
+from crsrisk.evaluation.privacy import (
+    MIN_CELL,
+    check_min_cell,
+    pooled_bins,
+    private_groups,
+    withheld,
+)
 from crsrisk.features.published import PUBLISHED_SCORES, ScoreComparator
 from crsrisk.io import atomic_path
 from crsrisk.modeling.riskmodel import PROBABILITY_FLOOR, RiskModel
@@ -323,6 +330,8 @@ def evaluation_payload(
     model: RiskModel,
     uri: str,
     data: dict[str, object],
+    *,
+    min_cell: int = MIN_CELL,
 ) -> dict[str, object]:
     """The evaluation as a JSON-ready dict (aggregates only: no patient ids, no rows).
 
@@ -334,7 +343,12 @@ def evaluation_payload(
         The model evaluated and how it was named.
     data
         Description of the cohort (file, fingerprint, counts), see `data_description`.
+    min_cell
+        Subgroups withhold counts of fewer patients and code sites
+        (`crsrisk.evaluation.privacy.private_groups`); neighbouring calibration bins are pooled
+        until each holds at least this many events and non-events (`pooled_bins`).
     """
+    check_min_cell(min_cell)
     curve = evaluation.decision
     at = curve[np.isin(curve["threshold"].round(2), JSON_THRESHOLDS)]
     wide = at.pivot(index="threshold", columns="strategy", values="net_benefit").reset_index()
@@ -354,10 +368,13 @@ def evaluation_payload(
             "method": COMPARATOR_METHOD,
             **{name: _interval_dict(t) for name, t in evaluation.comparators.items()},
         },
-        "calibration_table": evaluation.calibration.to_dict("records"),
+        "calibration_table": private_groups(pooled_bins(evaluation.calibration, min_cell),
+                                            min_cell).to_dict("records"),
         "decision_curve": wide.to_dict("records"),
-        "subgroups": (evaluation.subgroups.to_dict("records")
+        "subgroups": (private_groups(evaluation.subgroups, min_cell).to_dict("records")
                       if evaluation.subgroups is not None else None),
+        "privacy": {"min_cell": min_cell, "withheld": withheld(min_cell),
+                    "site": "coded site_1..site_k in the sorted order of the site names"},
         "notes": evaluation.notes,
     }
     return clean_for_json(payload)  # type: ignore[return-value]
