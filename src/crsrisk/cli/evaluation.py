@@ -8,7 +8,14 @@ from typing import Annotated
 
 import typer
 
-from crsrisk.cli.common import ConfigOption, MappingOption, app, labelled_cohort, say, user_errors
+from crsrisk.cli.common import (
+    ConfigOption,
+    MappingOption,
+    app,
+    labelled_cohort,
+    say,
+    user_errors,
+)
 from crsrisk.config import DEFAULT_MODEL_URI
 
 __all__ = [
@@ -78,15 +85,22 @@ def evaluate(
     config: ConfigOption = None,
 ) -> None:
     """External validation: metrics with 95% intervals on a new labelled cohort, logged."""
+    import time
+
     from crsrisk.evaluation.validation import evaluate_model, evaluation_payload, write_json
     from crsrisk.mlops.evaluation_runs import log_evaluation
     from crsrisk.mlops.loading import load_model
 
     if out is not None and out.suffix.lower() != ".json":
         raise _error(f"--out {out} must end in .json.")
+    tracking = _tracking(config)
     risk_model = load_model(model)
     valid, severe, description = _cohort(data, events, mapping)
+    start = time.perf_counter()
+    say(f"evaluating on {len(valid):,} rows: {n_boot} bootstrap resamples for the model and "
+        "each published score, then subgroups")
     evaluation = evaluate_model(risk_model, valid, severe, n_boot=n_boot, seed=seed)
+    say(f"evaluated in {time.perf_counter() - start:.1f} s")
     payload = evaluation_payload(evaluation, risk_model, model, description)
     for note in evaluation.notes:
         say(f"note: {note}")
@@ -102,7 +116,7 @@ def evaluate(
         if isinstance(table, dict):
             say(f"  {score + ' AUROC':<22}{_interval(table.get('auroc'))} (cross-fitted here)")
     if log:
-        logged = log_evaluation(payload, risk_model, model, _tracking(config))
+        logged = log_evaluation(payload, risk_model, model, tracking)
         payload["tracking"] = {"run_id": logged.run_id, "message": logged.message,
                                "linked_version": (f"{logged.linked.name}/{logged.linked.version}"
                                                   if logged.linked else None)}
@@ -134,7 +148,10 @@ def recalibrate(
     from crsrisk.evaluation.recalibration import recalibrate as fit_recalibration
     from crsrisk.mlops.evaluation_runs import register_recalibrated
     from crsrisk.mlops.loading import load_model
+    from crsrisk.mlops.registry import check_store
 
+    tracking = _tracking(config)
+    check_store(tracking)  # the recalibrated model is registered there: fail now, not then
     source = load_model(model)
     valid, severe, description = _cohort(data, events, mapping)
     cohort = site or data.name
@@ -147,7 +164,7 @@ def recalibrate(
         say(f"  {name:<22}{result.before[name]:>10.3f}{result.after_cv[name]:>22.3f}")
     say("(after, refitted on every row and measured on them, is intercept 0 and slope 1 by "
         "construction; the cross-validated column is the honest estimate)")
-    registered = register_recalibrated(result, model, source, description, _tracking(config))
+    registered = register_recalibrated(result, model, source, description, tracking)
     say(f"registered version {registered.version} as challenger (recalibrated from "
         f"{registered.source}); make it champion with crsrisk promote {registered.version} "
         "--reason TEXT")
@@ -178,10 +195,11 @@ def report(
     if out.suffix.lower() not in (".html", ".htm"):
         raise _error(f"--out {out} must end in .html.")
     start = time.perf_counter()
+    tracking = _tracking(config)
     risk_model = load_model(model)
     cohort = _cohort(data, events, mapping) if data is not None else None
     html = build_report(risk_model, model, cohort, n_boot=n_boot, seed=seed,
-                        tracking=_tracking(config), progress=say)
+                        tracking=tracking, progress=say)
     write_report(html, out)
     say(f"report written to {out} ({len(html) / 1e6:.1f} MB, "
         f"{time.perf_counter() - start:.1f} s)")

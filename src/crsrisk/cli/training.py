@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from crsrisk.cli.common import ConfigOption, MappingOption, app, labelled_cohort, say, user_errors
+from crsrisk.cli.common import (
+    ConfigOption,
+    MappingOption,
+    app,
+    labelled_cohort,
+    say,
+    training_progress,
+    user_errors,
+)
 
 __all__ = ["train", "promote", "models"]
 
@@ -20,20 +28,25 @@ def train(
     mapping: MappingOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Train, evaluate, log to MLflow and register; prints the model URI and version."""
+    """Train, evaluate, log to MLflow and register; prints the model URI and version.
+
+    The tracking store is checked (a probe write) before the data are read.
+    """
     import time
 
     from crsrisk.config import load_train_config
-    from crsrisk.mlops.registry import connect
+    from crsrisk.mlops.registry import check_store, connect
     from crsrisk.mlops.tracking import log_and_register
     from crsrisk.modeling.train import train_models
 
     start = time.perf_counter()
     cfg = load_train_config(config)
+    check_store(cfg.tracking)  # an unusable store fails now, not after minutes of training
     loaded, labels = labelled_cohort(data, events, mapping)
     valid = loaded.result.valid
     loaded_at = time.perf_counter()
-    result = train_models(valid, labels.severe, cfg)
+    with training_progress() as progress:
+        result = train_models(valid, labels.severe, cfg, progress=progress)
     for note in result.warnings:
         say(f"warning: {note}")
     trained_at = time.perf_counter()
@@ -72,7 +85,8 @@ def promote(
     from crsrisk.mlops.registry import connect
     from crsrisk.mlops.registry import promote as promote_version
 
-    store = connect(load_train_config(config).tracking)
+    tracking = load_train_config(config).tracking
+    store = connect(tracking, create=False)
     promote_version(store, version, reason)
     say(f"version {version} of {store.model_name} is now champion")
 
@@ -84,7 +98,8 @@ def models(config: ConfigOption = None) -> None:
     from crsrisk.config import load_train_config
     from crsrisk.mlops.registry import audit_trail, connect, list_versions
 
-    store = connect(load_train_config(config).tracking)
+    tracking = load_train_config(config).tracking
+    store = connect(tracking, create=False)  # looking creates nothing
     versions = list_versions(store)
     if versions.empty:
         typer.echo(f"no versions of {store.model_name} yet: run crsrisk train")
