@@ -391,9 +391,10 @@ def connect(config: TrackingConfig | None = None, *, create: bool = True) -> Sto
                 "the models."
             )
     use_store(where.uri)
-    client = MlflowClient(where.uri, where.uri)
     try:
         with _first_use_lock(database if create else None):
+            # The client opens the store (creating or upgrading its tables) as it is built.
+            client = MlflowClient(where.uri, where.uri)
             experiment = client.get_experiment_by_name(config.experiment)
             if experiment is None:
                 experiment_id = client.create_experiment(config.experiment,
