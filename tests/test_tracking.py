@@ -400,3 +400,44 @@ def test_two_first_trainings_at_once_on_a_new_store_both_succeed(workdir, tmp_pa
         assert "Traceback" not in err
     versions = sorted(out.strip().rsplit(" ", 1)[-1] for out, _ in outputs)
     assert versions == ["1", "2"]
+
+
+# ------------------------------------------------------------------------------------------
+# Progress
+# ------------------------------------------------------------------------------------------
+
+
+def test_train_models_reports_every_candidate_step_and_fold(tmp_path):
+    from crsrisk.contract.grading import resolve_labels
+    from crsrisk.contract.validate import validate
+    from crsrisk.modeling.train import train_models
+
+    config = fast_config(tmp_path, candidates=("m_easix", "logistic"))
+    config = config.model_copy(update={"search": config.search.model_copy(
+        update={"logistic_c": (0.3, 3.0)})})
+    valid = validate(simulate_cohort(600, seed=8).baseline).valid
+    steps = []
+    train_models(valid, resolve_labels(valid).severe, config, progress=steps.append)
+    seen = [(s.candidate, s.candidate_number, s.candidates, s.step, s.steps, s.fold, s.folds)
+            for s in steps]
+    assert seen == [("m_easix", 1, 2, 1, 1, f, 3) for f in (1, 2, 3)] + [
+        ("logistic", 2, 2, step, 2, f, 3) for step in (1, 2) for f in (1, 2, 3)]
+
+
+def test_training_progress_draws_a_bar_on_a_terminal_only(monkeypatch, capsys):
+    from crsrisk.cli import common
+    from crsrisk.modeling.train import TrainingStep
+
+    events = [TrainingStep("xgboost", 1, 1, s, 2, f, 3) for s in (1, 2) for f in (1, 2, 3)]
+    monkeypatch.setattr(common, "stderr_is_terminal", lambda: True)
+    with common.training_progress() as report:
+        for event in events:
+            report(event)
+    drawn = capsys.readouterr().err
+    assert "\rcandidate 1/1 xgboost:" in drawn and "/6 [" in drawn  # a redrawn tqdm bar of 6 fits
+    assert "search steps x" not in drawn  # not the line for pipes
+    monkeypatch.setattr(common, "stderr_is_terminal", lambda: False)
+    with common.training_progress() as report:
+        for event in events:
+            report(event)
+    assert capsys.readouterr().err == "candidate 1/1 xgboost: 2 search steps x 3 folds\n"
