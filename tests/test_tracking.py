@@ -381,6 +381,23 @@ def test_an_unwritable_store_is_found_before_training(workdir, tmp_path, monkeyp
     assert time.monotonic() - start < 10
 
 
+def test_a_store_failing_while_logging_exits_3(workdir, tmp_path, monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    def disk_full(*args, **kwargs):
+        raise MlflowException("(sqlite3.OperationalError) database or disk is full\n[SQL: ...]")
+
+    monkeypatch.setattr("crsrisk.mlops.tracking.log_and_register", disk_full)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("CRSRISK_HOME", str(tmp_path / "home"))
+    result = run("train", "--data", workdir / "cohort.csv", "--config",
+                 write_config(tmp_path, candidates=("m_easix",)))
+    assert result.exit_code == 3, result.output
+    assert "refused the run ((sqlite3.OperationalError) database or disk is full)" in \
+        result.output
+    assert str(tmp_path / "home" / "mlflow.db") in result.output
+
+
 def test_two_first_trainings_at_once_on_a_new_store_both_succeed(workdir, tmp_path):
     """Two `crsrisk train` processes initialise one new SQLite store: the lock serialises it."""
     import os

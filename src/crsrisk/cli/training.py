@@ -34,8 +34,10 @@ def train(
     """
     import time
 
+    from mlflow.exceptions import MlflowException
+
     from crsrisk.config import load_train_config
-    from crsrisk.mlops.registry import check_store, connect
+    from crsrisk.mlops.registry import StoreFault, check_store, connect
     from crsrisk.mlops.tracking import log_and_register
     from crsrisk.modeling.train import train_models
 
@@ -64,8 +66,13 @@ def train(
         f"{auroc['lower']:.3f}-{auroc['upper']:.3f}, {selected.test_metrics['events']} events in "
         f"{len(result.test_index):,} test rows); CV-to-test AUROC gap {gap:+.3f}")
     store = connect(cfg.tracking)
-    registered = log_and_register(store, result, cfg, valid, labels.severe,
-                                  loaded.provenance)
+    try:
+        registered = log_and_register(store, result, cfg, valid, labels.severe,
+                                      loaded.provenance)
+    except MlflowException as exc:  # e.g. the store's disk filled up during logging
+        reason = (str(exc.message).strip().splitlines() or ["no reason given"])[0].rstrip(".")
+        raise StoreFault(f"The tracking store {store.uri} refused the run ({reason}): check its "
+                         "free space and permissions, then train again.") from exc
     done = time.perf_counter()
     say(registered.decision)
     say(f"time: load+validate {loaded_at - start:.1f} s, train {trained_at - loaded_at:.1f} s, "
