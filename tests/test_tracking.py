@@ -309,6 +309,17 @@ def test_read_only_commands_create_no_store_and_name_where_they_looked(tmp_path,
     assert list(tmp_path.iterdir()) == [tmp_path / "in.csv"]  # no store, no output, no folder
 
 
+def test_a_missing_folder_store_is_not_created_by_reading(tmp_path, monkeypatch):
+    folder = tmp_path / "mlruns"
+    for uri in (folder.as_uri(), str(folder)):
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        for command in (("models",), ("export", "--out", tmp_path / "exported")):
+            result = run(*command)
+            assert result.exit_code == 2, (uri, command, result.output)
+            assert f"There is no tracking store at {folder}" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_tracking_uri_naming_a_plain_file_exits_3(tmp_path, monkeypatch):
     notes = tmp_path / "notes.txt"
     notes.write_text("not a database\n")

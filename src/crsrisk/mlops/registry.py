@@ -227,6 +227,17 @@ def _check_usable(where: StoreLocation) -> None:
         _probe_server(where)
 
 
+def _missing_local_store(where: StoreLocation) -> Path | None:
+    """The path of a store on this machine that does not exist (yet), else None."""
+    scheme = _scheme(where.uri)
+    if where.sqlite_file is not None:
+        return None if where.sqlite_file.is_file() else where.sqlite_file
+    if scheme in ("", "file"):
+        path = Path(urllib.parse.urlsplit(where.uri).path if scheme else where.uri)
+        return None if path.exists() else path
+    return None
+
+
 def _probe_server(where: StoreLocation) -> None:
     """A quick request to the server, so that an unreachable one fails in seconds."""
     parts = urllib.parse.urlsplit(where.uri)
@@ -306,8 +317,8 @@ def existing_store(uri: str, config: TrackingConfig | None = None) -> str:
     where = locate_store(config)
     _log.info(where.describe())
     _check_usable(where)
-    database = where.sqlite_file
-    if database is not None and not database.is_file():
+    database = _missing_local_store(where)
+    if database is not None:
         raise ModelError(
             f"There is no tracking store at {database} ({where.source}), so {uri} cannot be "
             "found: train a model with crsrisk train, set MLFLOW_TRACKING_URI to the store "
@@ -384,9 +395,10 @@ def connect(config: TrackingConfig | None = None, *, create: bool = True) -> Sto
     if not create:
         _log.info(where.describe())
         _check_usable(where)
-        if database is not None and not database.is_file():
+        missing = _missing_local_store(where)
+        if missing is not None:
             raise RegistryError(
-                f"There is no tracking store at {database} ({where.source}): train a model "
+                f"There is no tracking store at {missing} ({where.source}): train a model "
                 "with crsrisk train first, or set MLFLOW_TRACKING_URI to the store that holds "
                 "the models."
             )
