@@ -33,6 +33,8 @@ demo: $(STAMP) ## Simulate, validate, train, score, stratify, evaluate externall
 	cd $(DEMO) && $(CRSRISK) evaluate --data incoming.csv --events incoming_events.csv --out external_metrics.json
 	cd $(DEMO) && $(CRSRISK) report --data incoming.csv --out report.html
 	@echo "demo outputs in $(DEMO)/: scores.csv, strata.csv, external_metrics.json, report.html"
+	@echo "the model is registered in the tracking store named on the first line of each command"
+	@echo "(MLFLOW_TRACKING_URI, else ~/.crsrisk/mlflow.db): crsrisk models works from any folder"
 
 test: $(STAMP) ## Run the test suite (warnings are errors); installs headless Chromium if missing
 	bash scripts/ensure_chromium.sh
@@ -52,7 +54,7 @@ bench: $(STAMP) ## Benchmarks (print ratios against a reference in the same run)
 	$(BIN)/python bench/spark_equality.py --n 100000
 	$(BIN)/python bench/spark_scoring.py --n 2000000
 
-clean: ## Remove generated outputs (not the venv)
+clean: ## Remove generated outputs (not the venv, not the tracking store in ~/.crsrisk)
 	rm -rf out mlruns mlartifacts mlflow.db .pytest_cache
 
 .PHONY: help venv demo test lint bench clean

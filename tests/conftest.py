@@ -72,6 +72,18 @@ def _no_ambient_tracking_store():
             os.environ[name] = value
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _per_user_store_in_a_temporary_folder(tmp_path_factory):
+    """The per-user default store (~/.crsrisk) of every test is a temporary folder."""
+    saved = os.environ.get("CRSRISK_HOME")
+    os.environ["CRSRISK_HOME"] = str(tmp_path_factory.mktemp("crsrisk-home"))
+    yield
+    if saved is None:
+        os.environ.pop("CRSRISK_HOME", None)
+    else:
+        os.environ["CRSRISK_HOME"] = saved
+
+
 @pytest.fixture(autouse=True)
 def _store_variables_restored():
     """mlflow.set_tracking_uri / set_registry_uri export these variables behind monkeypatch's

@@ -98,8 +98,18 @@ def test_evaluate_an_exported_model(env, tmp_path, monkeypatch):
                  "--out", tmp_path / "m.json")
     assert result.exit_code == 0, result.output
     assert "matched by name, version, training-data fingerprint" in result.output
-    # Elsewhere, with a store that never saw the model: logged, not linked, JSON written.
+    # Where there is no store: evaluated, not logged, and no store created (evaluate only reads).
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'other.db'}")
+    result = run("evaluate", "--data", "second.csv", "--model", exported, "--n-boot", "20",
+                 "--out", tmp_path / "nowhere.json")
+    assert result.exit_code == 0, result.output
+    assert f"not logged: There is no tracking store at {tmp_path / 'other.db'}" in result.output
+    assert not (tmp_path / "other.db").exists()
+    # Elsewhere, with a store that never saw the model: logged, not linked, JSON written.
+    from crsrisk.config import TrackingConfig
+    from crsrisk.mlops.registry import connect
+
+    connect(TrackingConfig())  # the other store, created by someone else
     result = run("evaluate", "--data", "second.csv", "--model", exported, "--n-boot", "20",
                  "--out", tmp_path / "elsewhere.json")
     assert result.exit_code == 0, result.output

@@ -18,6 +18,7 @@ from crsrisk.config import TrackingConfig
 from crsrisk.contract.grading import resolve_labels
 from crsrisk.contract.validate import validate
 from crsrisk.evaluation.validation import data_description
+from crsrisk.mlops.registry import connect
 from crsrisk.report.build import SECTIONS, build_report, write_report
 from crsrisk.report.data import missingness_table, table_one
 from crsrisk.simulate.cohort import simulate_cohort
@@ -140,6 +141,10 @@ def test_report_of_a_model_unknown_to_the_store(registry, tmp_path):
                               artifact_root=str(tmp_path / "artifacts"))
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        document = build_report(model, "models/exported-elsewhere", None, tracking=tracking)
+        assert "There is no tracking store" in document  # a report creates no store
+        assert not (tmp_path / "empty.db").exists()
+        connect(tracking)  # the store exists, without this model
         document = build_report(model, "models/exported-elsewhere", None, tracking=tracking)
     assert "not linked" in document and "no candidate comparison" in document
 

@@ -17,7 +17,6 @@ import yaml
 from typer.testing import CliRunner
 
 from crsrisk.cli import app
-from crsrisk.config import CONFIG_DIR
 from crsrisk.simulate.cohort import simulate_cohort
 from tests.conftest import fast_config
 
@@ -28,7 +27,6 @@ def write_config(folder: Path, **overrides) -> Path:
     config = fast_config(folder, **overrides)
     data = config.model_dump(mode="json", exclude={"score"})
     data["tracking"] = {"experiment": "crs-severe", "model_name": "crs-severe"}  # defaults
-    data["score_config"] = str(CONFIG_DIR / "score.yaml")
     path = folder / "train.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -50,32 +48,46 @@ def workdir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def two_trainings(workdir):
-    """Train twice in the working directory with the embedded default store."""
+def home(workdir):
+    """The per-user folder (CRSRISK_HOME) of the trainings: the default store lives there."""
+    return workdir / "home"
+
+
+@pytest.fixture(scope="module")
+def two_trainings(workdir, home):
+    """Train twice from the working directory with the per-user default store."""
     config = write_config(workdir)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(workdir)
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.setenv("CRSRISK_HOME", str(home))
         first = run("train", "--data", "cohort.csv", "--events", "events.csv",
                     "--config", config)
         second = run("train", "--data", "cohort.csv", "--config", config)
     return first, second
 
 
-def test_train_prints_uri_and_version_and_makes_the_first_champion(two_trainings, workdir):
+def test_train_prints_uri_and_version_and_makes_the_first_champion(two_trainings, workdir,
+                                                                    home):
     first, second = two_trainings
     assert first.exit_code == 0, first.output
     assert "models:/crs-severe/1 version 1" in first.output
     assert "version 1 is the first champion" in first.output
-    assert (workdir / "mlflow.db").is_file() and (workdir / "mlartifacts").is_dir()
+    # The per-user store, said once, not the working directory.
+    assert first.output.count(f"tracking store: sqlite:///{home / 'mlflow.db'}") == 1
+    assert (home / "mlflow.db").is_file() and (home / "mlartifacts").is_dir()
+    assert not (workdir / "mlflow.db").exists() and not (workdir / "mlartifacts").exists()
+    # Progress in a pipe: one line per candidate, with its search steps and folds.
+    assert "candidate 1/3 m_easix: 1 search step x 3 folds" in first.output
+    assert "candidate 3/3 xgboost: 1 search step x 3 folds" in first.output
     assert second.exit_code == 0, second.output
     assert "version 2 stays challenger" in second.output  # same data: not better
     assert "crsrisk promote 2 --reason" in second.output
 
 
 @pytest.fixture
-def client(workdir, two_trainings, monkeypatch):
-    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+def client(home, two_trainings, monkeypatch):
+    uri = f"sqlite:///{home / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
     return mlflow.MlflowClient(uri, uri)
@@ -141,18 +153,18 @@ def test_promote_and_audit_trail(client, workdir, monkeypatch):
     assert no_reason.exit_code == 2 and "needs a reason" in no_reason.output
 
 
-def test_store_holds_no_patient_id_and_no_raw_row(client, workdir):
+def test_store_holds_no_patient_id_and_no_raw_row(client, workdir, home):
     cohort = pd.read_csv(workdir / "cohort.csv", dtype=str)
     ids = cohort["patient_id"].tolist()
     raw_rows = cohort.head(50).to_csv(index=False, header=False).splitlines()
-    files = [workdir / "mlflow.db", *(p for p in (workdir / "mlartifacts").rglob("*")
-                                      if p.is_file())]
+    files = [home / "mlflow.db", *(p for p in (home / "mlartifacts").rglob("*")
+                                   if p.is_file())]
     assert len(files) > 10
     for path in files:
         text = path.read_bytes().decode("latin-1")
         assert "SIM-0" not in text, f"a patient id is stored in {path}"
         assert not any(row in text for row in raw_rows), f"a raw row is stored in {path}"
-    example = next((workdir / "mlartifacts").rglob("serving_input_example.json"))
+    example = next((home / "mlartifacts").rglob("serving_input_example.json"))
     assert "EXAMPLE-1" in example.read_text()
     assert not any(i in example.read_text() for i in ids[:100])
 
@@ -170,12 +182,13 @@ def test_store_holds_no_patient_id_and_no_raw_row(client, workdir):
 def test_bad_training_input_exits_2_with_one_sentence(workdir, tmp_path, monkeypatch, edit,
                                                       message):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CRSRISK_HOME", str(tmp_path / "home"))
     table = edit(pd.read_csv(workdir / "cohort.csv", dtype=str).head(300))
     table.to_csv(tmp_path / "bad.csv", index=False)
     result = run("train", "--data", tmp_path / "bad.csv", "--config", write_config(tmp_path))
     assert result.exit_code == 2, result.output
     assert message in result.output
-    assert not (tmp_path / "mlflow.db").exists()  # nothing logged for unusable input
+    assert not (tmp_path / "home" / "mlflow.db").exists()  # nothing logged for bad input
 
 
 def _free_port() -> int:
@@ -231,3 +244,228 @@ def test_training_against_a_real_mlflow_server(tmp_path, monkeypatch):
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+# ------------------------------------------------------------------------------------------
+# Where the store is, and what happens when it cannot be used
+# ------------------------------------------------------------------------------------------
+
+
+def test_store_resolution_order(tmp_path, monkeypatch):
+    from crsrisk.config import TrackingConfig, load_train_config
+    from crsrisk.mlops.registry import locate_store
+
+    project = tmp_path / "project"
+    (project / "sub").mkdir(parents=True)
+    monkeypatch.chdir(project / "sub")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("CRSRISK_HOME", str(tmp_path / "home"))
+    # 4. Nothing configured: the per-user store, never the working directory.
+    where = locate_store()
+    assert where.uri == f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}"
+    assert where.artifact_location == (tmp_path / "home" / "mlartifacts").as_uri()
+    assert "per-user" in where.source
+    # 3. A crsrisk.toml of the project (here one folder up), paths relative to that file.
+    (project / "crsrisk.toml").write_text('[tracking]\nuri = "sqlite:///stores/team.db"\n')
+    where = locate_store()
+    assert where.uri == f"sqlite:///{project / 'stores' / 'team.db'}"
+    assert where.source == f"from {project / 'crsrisk.toml'}"
+    # 2. The config's tracking.uri, relative to the config file, wins over the project file.
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "train.yaml").write_text("tracking:\n  uri: sqlite:///runs/mine.db\n")
+    config = load_train_config(configs / "train.yaml")
+    where = locate_store(config.tracking)
+    assert where.uri == f"sqlite:///{configs / 'runs' / 'mine.db'}"
+    assert where.artifact_location == (configs / "runs" / "mlartifacts").as_uri()
+    assert str(configs / "train.yaml") in where.source
+    # 1. MLFLOW_TRACKING_URI wins over everything.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
+    assert locate_store(config.tracking).uri == "http://tracking.example:5000"
+    assert locate_store(TrackingConfig()).source == "from MLFLOW_TRACKING_URI"
+
+
+def test_read_only_commands_create_no_store_and_name_where_they_looked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    home = tmp_path / "home"
+    monkeypatch.setenv("CRSRISK_HOME", str(home))
+    database = home / "mlflow.db"
+    simulate_cohort(30, seed=2).baseline.to_csv(tmp_path / "in.csv", index=False)
+    commands = [
+        ("models",),
+        ("promote", "1", "--reason", "x"),
+        ("score", "in.csv", "--out", "s.csv"),
+        ("export", "--out", "exported"),
+        ("stratify", "in.csv", "--out", "strata.csv"),
+        ("evaluate", "--data", "in.csv"),
+        ("report", "--out", "r.html"),
+    ]
+    for command in commands:
+        result = run(*command)
+        assert result.exit_code == 2, (command, result.output)
+        assert f"There is no tracking store at {database}" in result.output, command
+        assert f"tracking store: sqlite:///{database}" in result.output, command
+    assert list(tmp_path.iterdir()) == [tmp_path / "in.csv"]  # no store, no output, no folder
+
+
+def test_a_missing_folder_store_is_not_created_by_reading(tmp_path, monkeypatch):
+    folder = tmp_path / "mlruns"
+    for uri in (folder.as_uri(), str(folder)):
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        for command in (("models",), ("export", "--out", tmp_path / "exported")):
+            result = run(*command)
+            assert result.exit_code == 2, (uri, command, result.output)
+            assert f"There is no tracking store at {folder}" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_tracking_uri_naming_a_plain_file_exits_3(tmp_path, monkeypatch):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a database\n")
+    simulate_cohort(30, seed=2).baseline.to_csv(tmp_path / "in.csv", index=False)
+    for uri in (f"sqlite:///{notes}", str(notes), notes.as_uri()):
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        for command in (("models",), ("score", tmp_path / "in.csv", "--out", tmp_path / "s.csv"),
+                        ("train", "--data", tmp_path / "in.csv")):
+            result = run(*command)
+            assert result.exit_code == 3, (uri, command, result.output)
+            assert str(notes) in result.output
+            assert "crsrisk train" not in result.output
+    assert notes.read_text() == "not a database\n"
+
+
+def test_an_unsupported_tracking_uri_exits_3_without_training_advice(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "foo://bar")
+    result = run("models")
+    assert result.exit_code == 3, result.output
+    assert "unsupported scheme foo://" in result.output
+    assert "crsrisk train" not in result.output
+
+
+def test_an_unreachable_tracking_server_exits_3_in_seconds(tmp_path, monkeypatch):
+    url = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    simulate_cohort(30, seed=2).baseline.to_csv(tmp_path / "in.csv", index=False)
+    for command in (("models",), ("score", tmp_path / "in.csv", "--out", tmp_path / "s.csv"),
+                    ("train", "--data", tmp_path / "in.csv")):
+        start = time.monotonic()
+        result = run(*command)
+        elapsed = time.monotonic() - start
+        assert result.exit_code == 3, (command, result.output)
+        assert f"The tracking server {url}" in result.output
+        assert "cannot be reached" in result.output
+        assert "crsrisk train" not in result.output
+        assert elapsed < 20, f"{command} took {elapsed:.0f} s"
+    assert not (tmp_path / "s.csv").exists()
+
+
+def _no_training(*args, **kwargs):
+    raise AssertionError("training started although the store cannot be written")
+
+
+@pytest.mark.parametrize("fault", ["not a folder", "permission denied"])
+def test_an_unwritable_store_is_found_before_training(workdir, tmp_path, monkeypatch, fault):
+    monkeypatch.setattr("crsrisk.modeling.train.train_models", _no_training)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    if fault == "not a folder":
+        blocker = tmp_path / "blocker"
+        blocker.write_text("")
+        monkeypatch.setenv("CRSRISK_HOME", str(blocker / "store"))
+        expected = f"{blocker} is a file, not a folder"
+    else:  # tests run as root here, where chmod cannot make a folder unwritable
+        import tempfile as real_tempfile
+
+        monkeypatch.setenv("CRSRISK_HOME", str(tmp_path / "home"))
+
+        def refuse(*args, **kwargs):
+            raise PermissionError(13, "Permission denied", str(tmp_path / "home"))
+
+        monkeypatch.setattr(real_tempfile, "TemporaryFile", refuse)
+        expected = "Permission denied"
+    start = time.monotonic()
+    result = run("train", "--data", workdir / "cohort.csv", "--config",
+                 write_config(tmp_path))
+    assert result.exit_code == 3, result.output
+    assert "cannot be written" in result.output and expected in result.output
+    assert "read " not in result.output  # failed before reading the data
+    assert time.monotonic() - start < 10
+
+
+def test_a_store_failing_while_logging_exits_3(workdir, tmp_path, monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    def disk_full(*args, **kwargs):
+        raise MlflowException("(sqlite3.OperationalError) database or disk is full\n[SQL: ...]")
+
+    monkeypatch.setattr("crsrisk.mlops.tracking.log_and_register", disk_full)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("CRSRISK_HOME", str(tmp_path / "home"))
+    result = run("train", "--data", workdir / "cohort.csv", "--config",
+                 write_config(tmp_path, candidates=("m_easix",)))
+    assert result.exit_code == 3, result.output
+    assert "refused the run ((sqlite3.OperationalError) database or disk is full)" in \
+        result.output
+    assert str(tmp_path / "home" / "mlflow.db") in result.output
+
+
+def test_two_first_trainings_at_once_on_a_new_store_both_succeed(workdir, tmp_path):
+    """Two `crsrisk train` processes initialise one new SQLite store: the lock serialises it."""
+    import os
+
+    config = write_config(tmp_path, candidates=("m_easix",))
+    env = {**os.environ, "CRSRISK_HOME": str(tmp_path / "home"),
+           "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("MLFLOW_REGISTRY_URI", None)
+    command = [sys.executable, "-m", "crsrisk", "train", "--data", str(workdir / "cohort.csv"),
+               "--config", str(config)]
+    processes = [subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in processes]
+    for process, (_, err) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, err
+        assert "Traceback" not in err
+    versions = sorted(out.strip().rsplit(" ", 1)[-1] for out, _ in outputs)
+    assert versions == ["1", "2"]
+
+
+# ------------------------------------------------------------------------------------------
+# Progress
+# ------------------------------------------------------------------------------------------
+
+
+def test_train_models_reports_every_candidate_step_and_fold(tmp_path):
+    from crsrisk.contract.grading import resolve_labels
+    from crsrisk.contract.validate import validate
+    from crsrisk.modeling.train import train_models
+
+    config = fast_config(tmp_path, candidates=("m_easix", "logistic"))
+    config = config.model_copy(update={"search": config.search.model_copy(
+        update={"logistic_c": (0.3, 3.0)})})
+    valid = validate(simulate_cohort(600, seed=8).baseline).valid
+    steps = []
+    train_models(valid, resolve_labels(valid).severe, config, progress=steps.append)
+    seen = [(s.candidate, s.candidate_number, s.candidates, s.step, s.steps, s.fold, s.folds)
+            for s in steps]
+    assert seen == [("m_easix", 1, 2, 1, 1, f, 3) for f in (1, 2, 3)] + [
+        ("logistic", 2, 2, step, 2, f, 3) for step in (1, 2) for f in (1, 2, 3)]
+
+
+def test_training_progress_draws_a_bar_on_a_terminal_only(monkeypatch, capsys):
+    from crsrisk.cli import common
+    from crsrisk.modeling.train import TrainingStep
+
+    events = [TrainingStep("xgboost", 1, 1, s, 2, f, 3) for s in (1, 2) for f in (1, 2, 3)]
+    monkeypatch.setattr(common, "stderr_is_terminal", lambda: True)
+    with common.training_progress() as report:
+        for event in events:
+            report(event)
+    drawn = capsys.readouterr().err
+    assert "\rcandidate 1/1 xgboost:" in drawn and "/6 [" in drawn  # a redrawn tqdm bar of 6 fits
+    assert "search steps x" not in drawn  # not the line for pipes
+    monkeypatch.setattr(common, "stderr_is_terminal", lambda: False)
+    with common.training_progress() as report:
+        for event in events:
+            report(event)
+    assert capsys.readouterr().err == "candidate 1/1 xgboost: 2 search steps x 3 folds\n"

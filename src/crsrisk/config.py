@@ -1,8 +1,17 @@
-"""Typed configuration for configs/*.yaml (pydantic): one object per stage."""
+"""Typed configuration (pydantic): one object per stage, read from YAML files.
+
+The defaults ship inside the package (``crsrisk/defaults/*.yaml``, read with importlib.resources,
+so an installed wheel has them); ``configs/`` in the repository holds the same files as examples
+to copy. A path inside a config file (``score_config``, a SQLite ``tracking.uri``,
+``tracking.artifact_root``) is relative to that file, wherever it was copied.
+"""
 
 from __future__ import annotations
 
+import importlib.resources
+import tomllib
 from datetime import date
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Literal
 
@@ -13,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from crsrisk.errors import CrsriskError
 
 __all__ = [
-    "CONFIG_DIR",
+    "DEFAULTS",
+    "PROJECT_FILE",
     "DEFAULT_MODEL_URI",
     "CANDIDATES",
     "ConfigError",
@@ -32,9 +42,14 @@ __all__ = [
     "load_score_config",
     "load_simulation_config",
     "load_train_config",
+    "find_project_file",
+    "load_project_tracking",
 ]
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+# The packaged default configs (train.yaml, score.yaml).
+DEFAULTS: Traversable = importlib.resources.files("crsrisk") / "defaults"
+# A project's own settings, looked for in the working directory and the folders above it.
+PROJECT_FILE = "crsrisk.toml"
 DEFAULT_MODEL_URI = "models:/crs-severe@champion"  # the champion in the registry
 CANDIDATES = ("m_easix", "easix", "car_hematotox", "logistic", "xgboost")
 
@@ -74,10 +89,18 @@ class PromotionConfig(_Strict):
 
 
 class TrackingConfig(_Strict):
-    uri: str = "sqlite:///mlflow.db"
-    artifact_root: str = "mlartifacts"
+    """Where runs and registered models go (see crsrisk.mlops.registry.locate_store).
+
+    ``uri`` None: ``MLFLOW_TRACKING_URI``, else a project's crsrisk.toml, else the per-user
+    store. ``artifact_root`` None: beside a SQLite store's file, or the server's choice.
+    """
+
+    uri: str | None = None
+    artifact_root: str | None = None
     experiment: str = "crs-severe"
     model_name: str = "crs-severe"
+    # The file the settings came from, for messages; never read from a file itself.
+    origin: str | None = Field(None, exclude=True)
 
 
 MIN_CELL_FLOOR = 5  # no setting may publish a count of fewer patients than this
@@ -113,7 +136,8 @@ class TrainConfig(_Strict):
     promotion: PromotionConfig = PromotionConfig()
     tracking: TrackingConfig = TrackingConfig()
     privacy: PrivacyConfig = PrivacyConfig()
-    score_config: str = "score.yaml"
+    # Planning actions per tier: a YAML file relative to this config; None: the packaged ones.
+    score_config: str | None = None
     # Filled by load_train_config: the planning actions the model will carry.
     score: ScoreConfig | None = None
 
@@ -152,7 +176,7 @@ class SimulationConfig(_Strict):
         return end
 
 
-def _read_yaml(path: Path) -> dict:
+def _read_yaml(path: Path | Traversable) -> dict:
     if not path.is_file():
         raise ConfigError(f"Config file {path} does not exist: check the path.")
     try:
@@ -163,12 +187,14 @@ def _read_yaml(path: Path) -> dict:
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "unreadable"
         raise ConfigError(f"Config file {path} is not valid YAML ({problem}{where}).") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Config file {path} cannot be read ({exc}).") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"Config file {path} must hold a mapping of settings.")
     return data
 
 
-def _parse(model: type[BaseModel], data: dict, path: Path) -> BaseModel:
+def _parse(model: type[BaseModel], data: dict, path: Path | Traversable) -> BaseModel:
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as exc:
@@ -177,17 +203,65 @@ def _parse(model: type[BaseModel], data: dict, path: Path) -> BaseModel:
         raise ConfigError(f"Config file {path}: {where}: {first['msg']}.") from exc
 
 
+def _anchored_tracking(data: object, folder: Path, origin: str) -> object:
+    """The tracking settings with a relative SQLite file and artefact folder made absolute."""
+    if not isinstance(data, dict):
+        return data  # pydantic names the problem
+    data = {**data, "origin": origin}
+    uri, prefix = data.get("uri"), "sqlite:///"
+    if isinstance(uri, str) and uri.startswith(prefix):
+        database = Path(uri[len(prefix):])
+        if not database.is_absolute():
+            data["uri"] = prefix + str((folder / database).resolve())
+    root = data.get("artifact_root")
+    if isinstance(root, str) and "://" not in root and not Path(root).is_absolute():
+        data["artifact_root"] = str((folder / root).resolve())
+    return data
+
+
 def load_score_config(path: str | Path | None = None) -> ScoreConfig:
-    """Planning actions per tier (configs/score.yaml by default)."""
-    path = Path(path) if path else CONFIG_DIR / "score.yaml"
-    return _parse(ScoreConfig, _read_yaml(path), path)  # type: ignore[return-value]
+    """Planning actions per tier (the packaged default score.yaml when ``path`` is None)."""
+    source = Path(path) if path else DEFAULTS / "score.yaml"
+    return _parse(ScoreConfig, _read_yaml(source), source)  # type: ignore[return-value]
 
 
 def load_train_config(path: str | Path | None = None) -> TrainConfig:
-    """The training configuration (configs/train.yaml by default), with its score config."""
-    path = Path(path) if path else CONFIG_DIR / "train.yaml"
-    config: TrainConfig = _parse(TrainConfig, _read_yaml(path), path)  # type: ignore[assignment]
-    score = load_score_config(path.parent / config.score_config)
+    """The training configuration with its score config.
+
+    Parameters
+    ----------
+    path
+        A YAML file; None gives the packaged default train.yaml. Paths inside the file are
+        relative to the file.
+
+    Returns
+    -------
+    TrainConfig
+
+    Raises
+    ------
+    ConfigError
+        The file, or the score config it names, is missing, not YAML or holds a bad setting.
+    """
+    source: Path | Traversable = Path(path) if path else DEFAULTS / "train.yaml"
+    data = _read_yaml(source)
+    if isinstance(source, Path) and "tracking" in data:
+        data["tracking"] = _anchored_tracking(data["tracking"], source.resolve().parent,
+                                              str(source))
+    config: TrainConfig = _parse(TrainConfig, data, source)  # type: ignore[assignment]
+    if config.score_config is None:
+        score_source: Path | Traversable = DEFAULTS / "score.yaml"
+    elif isinstance(source, Path):
+        score_source = source.resolve().parent / config.score_config
+        if not score_source.is_file():
+            raise ConfigError(
+                f"Config file {score_source}, named by score_config in {source}, does not exist: "
+                "copy it beside the config, fix the path, or remove score_config to use the "
+                "packaged planning actions."
+            )
+    else:
+        score_source = DEFAULTS.joinpath(*Path(config.score_config).parts)
+    score = _parse(ScoreConfig, _read_yaml(score_source), score_source)
     return config.model_copy(update={"score": score})
 
 
@@ -203,3 +277,41 @@ def load_simulation_config(path: str | Path | None = None) -> SimulationConfig:
         return SimulationConfig()
     path = Path(path)
     return _parse(SimulationConfig, _read_yaml(path), path)  # type: ignore[return-value]
+
+
+def find_project_file(start: Path | None = None) -> Path | None:
+    """The nearest crsrisk.toml in ``start`` (default: the working directory) or above it."""
+    folder = (start or Path.cwd()).resolve()
+    for candidate in (folder, *folder.parents):
+        if (candidate / PROJECT_FILE).is_file():
+            return candidate / PROJECT_FILE
+    return None
+
+
+def load_project_tracking(start: Path | None = None) -> TrackingConfig | None:
+    """The ``[tracking]`` table of the project's crsrisk.toml, or None without one.
+
+    Relative paths in it are relative to the file.
+
+    Raises
+    ------
+    ConfigError
+        The file is not TOML or its tracking table holds an unknown or bad setting.
+    """
+    path = find_project_file(start)
+    if path is None:
+        return None
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Project file {path} cannot be read as TOML ({exc}).") from exc
+    tracking = data.get("tracking")
+    if tracking is None:
+        return None
+    anchored = _anchored_tracking(tracking, path.parent, str(path))
+    try:
+        return TrackingConfig.model_validate(anchored)
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"Project file {path}: tracking.{where}: {first['msg']}.") from exc

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["CrsriskError", "ContractError", "ModelError"]
+__all__ = ["CrsriskError", "ContractError", "ModelError", "EnvironmentFault"]
 
 
 class CrsriskError(Exception):
@@ -15,3 +15,12 @@ class ContractError(CrsriskError, ValueError):
 
 class ModelError(CrsriskError):
     """The model cannot be loaded or used."""
+
+
+class EnvironmentFault(CrsriskError):
+    """The machine, not the input, is at fault (the CLI exits 3).
+
+    An output that cannot be written (folder unwritable or not a folder, disk full), a tracking
+    store that is unreachable, unwritable or not a store, a corrupted model artefact. The message
+    names the path or URI and what to do about it.
+    """

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as dt
+import errno
 import glob
 import gzip
 import os
@@ -27,7 +28,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from pandas._libs.parsers import STR_NA_VALUES
 
-from crsrisk.errors import ContractError
+from crsrisk.errors import ContractError, EnvironmentFault
 
 __all__ = [
     "CSV_SUFFIXES",
@@ -43,6 +44,8 @@ __all__ = [
     "iter_table",
     "neutralise_formulas",
     "atomic_path",
+    "WRITE_FAULTS",
+    "write_fault",
     "remove_stale_temporaries",
     "check_distinct_paths",
     "write_table",
@@ -472,9 +475,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     leftovers from a running writer's file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
-                               dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
+                                   dir=path.parent)
+    except OSError as exc:
+        raise write_fault(path, exc) from exc
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp makes the file private (0600); the output gets the usual permissions instead.
@@ -482,8 +488,54 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as exc:
+        # Only faults of this output: an error about another file (an input) is not ours.
+        if exc.errno in WRITE_FAULTS and exc.filename in (None, str(tmp_path), str(path)):
+            raise write_fault(path, exc) from exc
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+# errno values that mean the machine cannot hold an output, whatever the input.
+WRITE_FAULTS = frozenset({errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EROFS,
+                          errno.ENOTDIR, errno.EISDIR, errno.EEXIST})
+
+
+def write_fault(path: str | Path, exc: OSError) -> EnvironmentFault:
+    """One sentence saying why ``path`` cannot be written and what to do about it.
+
+    Parameters
+    ----------
+    path
+        The output that was being written.
+    exc
+        The error the operating system gave.
+
+    Returns
+    -------
+    EnvironmentFault
+        For the caller to raise (the CLI exits 3 with its message).
+    """
+    path = Path(path)
+    folder = path.parent
+    code = exc.errno
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        why = f"the disk holding {folder} is full: free some space or choose another folder."
+    elif code == errno.EROFS:
+        why = f"{folder} is on a read-only file system: choose a folder you can write to."
+    elif code in (errno.ENOTDIR, errno.EEXIST):
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()),
+                       folder)
+        why = f"{blocker} is a file, not a folder: choose another output path."
+    elif code == errno.EISDIR or path.is_dir():
+        why = f"{path} is a folder: give a file name."
+    elif code in (errno.EACCES, errno.EPERM):
+        why = (f"permission to write in {folder} is denied: choose a folder you can write to, "
+               "or ask for write access.")
+    else:
+        why = f"{exc.strerror or exc}: check the folder {folder}."
+    return EnvironmentFault(f"Cannot write {path}: {why}")
 
 
 def _umask() -> int:

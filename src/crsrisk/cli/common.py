@@ -3,36 +3,55 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
 
-from crsrisk.errors import CrsriskError
+from crsrisk.errors import CrsriskError, EnvironmentFault
 
 __all__ = [
     "app",
     "EXIT_OK",
     "EXIT_REJECTED",
     "EXIT_UNUSABLE",
+    "EXIT_FAULT",
+    "EXIT_INTERRUPTED",
+    "EXIT_CODES",
     "MappingOption",
     "say",
     "user_errors",
     "ConfigOption",
     "labelled_cohort",
     "file_stem",
+    "stderr_is_terminal",
+    "training_progress",
 ]
+
+EXIT_OK, EXIT_REJECTED, EXIT_UNUSABLE, EXIT_FAULT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CODES = {
+    EXIT_OK: "all done",
+    EXIT_REJECTED: "some rows rejected (they are in the rejected table)",
+    EXIT_UNUSABLE: "unusable input, configuration or model",
+    EXIT_FAULT: "environment fault: an output or the tracking store cannot be written or "
+                "reached (folder missing or unwritable, disk full), or a model file is corrupted",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C or SIGTERM); no partial output is left",
+}
 
 app = typer.Typer(
     help="Predict severe (ASTCT grade >= 3) cytokine release syndrome before CAR-T or "
     "bispecific therapy.",
+    epilog="Exit codes: " + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items())
+    + ".",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
 
-EXIT_OK, EXIT_REJECTED, EXIT_UNUSABLE = 0, 1, 2
 F = TypeVar("F", bound=Callable[..., object])
 
 MappingOption = Annotated[
@@ -41,41 +60,158 @@ MappingOption = Annotated[
 ]
 
 
+def _spark_requested(argv: list[str]) -> bool:
+    return any(a == "--engine=spark" or (a == "--engine" and b == "spark")
+               for a, b in zip(argv, [*argv[1:], ""], strict=True))
+
+
 @app.callback()
 def _quiet_libraries() -> None:
-    """Keep the output to crsrisk's own lines: mlflow's info logs and progress bars add noise."""
+    """Keep the output to crsrisk's own lines: other libraries' logs, bars and warnings add noise.
+
+    Runs before every command, so before any command imports pandera or mlflow.
+    """
     import os
+    import warnings
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # mlflow's own INFO/WARNING lines (database set-up, "a PythonModel object is cloudpickled":
     # ours is a small class of this installed package, its artefacts checksummed on export) would
     # drown crsrisk's output; set MLFLOW_LOGGING_LEVEL yourself to see them.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+    # mlflow retries an unanswered tracking server 7 times with doubling waits (about 4 minutes)
+    # and waits 120 s per request; a command should give up within a minute. Set them to wait
+    # longer for a slow server.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    _print_stores()
+    if not _spark_requested(sys.argv):
+        # pandera imports pyspark.pandas whenever pyspark is installed (the [spark] extra), and
+        # pyspark then warns about pandas 3 although no Spark runs: only --engine spark shows it.
+        warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas",
+                                category=FutureWarning)
+
 
 
 def say(message: str) -> None:
     typer.echo(message, err=True)
 
 
+class _StoreLines(logging.Handler):
+    """Prints each tracking store a command uses (crsrisk.mlops.registry announces them), once."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.seen: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = record.getMessage()
+        if line not in self.seen:
+            self.seen.add(line)
+            say(line)
+
+
+def _print_stores() -> None:
+    logger = logging.getLogger("crsrisk.store")  # crsrisk.mlops.registry.STORE_LOGGER
+    for handler in [h for h in logger.handlers if isinstance(h, _StoreLines)]:
+        logger.removeHandler(handler)  # a fresh one per command run
+    logger.addHandler(_StoreLines())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def _os_fault(exc: OSError) -> EnvironmentFault | None:
+    """The one sentence for an operating-system error while writing, or None if not one."""
+    from crsrisk.io import WRITE_FAULTS, write_fault
+
+    if exc.errno not in WRITE_FAULTS:
+        return None
+    if exc.filename:
+        return write_fault(exc.filename, exc)
+    return EnvironmentFault(f"A file could not be written ({exc.strerror or exc}): check free "
+                            "disk space and the output folder's permissions.")
+
+
 def user_errors(command: F) -> F:
-    """Turn foreseeable problems into one sentence on stderr and exit code 2."""
+    """Turn foreseeable problems into one sentence on stderr and their exit code.
+
+    `EnvironmentFault` (and an operating-system error while writing: permission, disk full,
+    read-only, not a folder) exits 3, any other `CrsriskError` 2, an interrupt 130.
+    """
 
     @functools.wraps(command)
     def wrapper(*args: object, **kwargs: object) -> object:
         try:
             return command(*args, **kwargs)
+        except EnvironmentFault as exc:
+            say(f"error: {exc}")
+            raise typer.Exit(EXIT_FAULT) from None
         except CrsriskError as exc:
             say(f"error: {exc}")
             raise typer.Exit(EXIT_UNUSABLE) from None
+        except OSError as exc:
+            fault = _os_fault(exc)
+            if fault is None:
+                raise
+            say(f"error: {fault}")
+            raise typer.Exit(EXIT_FAULT) from None
         except KeyboardInterrupt:
             say("interrupted: no output was written.")
-            raise typer.Exit(130) from None
+            raise typer.Exit(EXIT_INTERRUPTED) from None
 
     return wrapper  # type: ignore[return-value]
 
 
+def stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+@contextmanager
+def training_progress() -> Iterator[Callable[[object], None]]:
+    """A progress callback for `crsrisk.modeling.train.train_models`.
+
+    On a terminal: a tqdm bar per candidate (search step and fold). Otherwise (a pipe, a log):
+    one line per candidate as it starts.
+    """
+    bar = None
+    current: tuple[str, int] | None = None
+    terminal = stderr_is_terminal()
+
+    def report(step) -> None:  # a crsrisk.modeling.train.TrainingStep
+        nonlocal bar, current
+        if current != (step.candidate, step.candidate_number):
+            current = (step.candidate, step.candidate_number)
+            if bar is not None:
+                bar.close()
+            label = f"candidate {step.candidate_number}/{step.candidates} {step.candidate}"
+            if terminal:
+                from tqdm import tqdm
+
+                bar = tqdm(total=step.steps * step.folds, desc=label, leave=False,
+                           file=sys.stderr, unit="fit")
+            else:
+                say(f"{label}: {step.steps} search step{'s' if step.steps != 1 else ''} x "
+                    f"{step.folds} folds")
+        if bar is not None:
+            bar.set_postfix_str(f"step {step.step}/{step.steps}, fold {step.fold}/{step.folds}",
+                                refresh=False)
+            bar.update(1)
+
+    try:
+        yield report
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 ConfigOption = Annotated[
-    Path | None, typer.Option("--config", help="Training YAML [default: configs/train.yaml].")
+    Path | None,
+    typer.Option("--config", help="Training YAML (copy configs/train.yaml) [default: the "
+                 "packaged defaults]."),
 ]
 
 

@@ -8,7 +8,14 @@ from typing import Annotated
 
 import typer
 
-from crsrisk.cli.common import ConfigOption, MappingOption, app, labelled_cohort, say, user_errors
+from crsrisk.cli.common import (
+    ConfigOption,
+    MappingOption,
+    app,
+    labelled_cohort,
+    say,
+    user_errors,
+)
 from crsrisk.config import DEFAULT_MODEL_URI
 
 __all__ = [
@@ -90,6 +97,8 @@ def evaluate(
     ] = False,
 ) -> None:
     """External validation: metrics with 95% intervals on a new labelled cohort, logged."""
+    import time
+
     from crsrisk.evaluation.validation import (
         APPARENT,
         evaluate_model,
@@ -105,8 +114,12 @@ def evaluate(
     settings = _settings(config)
     risk_model = load_model(model)
     valid, severe, description = _cohort(data, events, mapping)
+    start = time.perf_counter()
+    say(f"evaluating on {len(valid):,} rows: {n_boot} bootstrap resamples for the model and "
+        "each published score, then subgroups")
     evaluation = evaluate_model(risk_model, valid, severe, n_boot=n_boot, seed=seed,
                                 allow_training_rows=allow_training_rows)
+    say(f"evaluated in {time.perf_counter() - start:.1f} s")
     description.update(validation=evaluation.validation,
                        rows_seen_in_training=evaluation.rows_seen_in_training)
     payload = evaluation_payload(evaluation, risk_model, model, description,
@@ -160,7 +173,10 @@ def recalibrate(
     from crsrisk.evaluation.recalibration import recalibrate as fit_recalibration
     from crsrisk.mlops.evaluation_runs import register_recalibrated
     from crsrisk.mlops.loading import load_model
+    from crsrisk.mlops.registry import check_store
 
+    tracking = _tracking(config)
+    check_store(tracking)  # the recalibrated model is registered there: fail now, not then
     source = load_model(model)
     valid, severe, description = _cohort(data, events, mapping)
     cohort = site or data.name
@@ -173,7 +189,7 @@ def recalibrate(
         say(f"  {name:<22}{result.before[name]:>10.3f}{result.after_cv[name]:>22.3f}")
     say("(after, refitted on every row and measured on them, is intercept 0 and slope 1 by "
         "construction; the cross-validated column is the honest estimate)")
-    registered = register_recalibrated(result, model, source, description, _tracking(config))
+    registered = register_recalibrated(result, model, source, description, tracking)
     say(f"registered version {registered.version} as challenger (recalibrated from "
         f"{registered.source}); make it champion with crsrisk promote {registered.version} "
         "--reason TEXT")

@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from crsrisk.cli.common import ConfigOption, MappingOption, app, labelled_cohort, say, user_errors
+from crsrisk.cli.common import (
+    ConfigOption,
+    MappingOption,
+    app,
+    labelled_cohort,
+    say,
+    training_progress,
+    user_errors,
+)
 
 __all__ = ["train", "promote", "models"]
 
@@ -20,20 +28,27 @@ def train(
     mapping: MappingOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Train, evaluate, log to MLflow and register; prints the model URI and version."""
+    """Train, evaluate, log to MLflow and register; prints the model URI and version.
+
+    The tracking store is checked (a probe write) before the data are read.
+    """
     import time
 
+    from mlflow.exceptions import MlflowException
+
     from crsrisk.config import load_train_config
-    from crsrisk.mlops.registry import connect
+    from crsrisk.mlops.registry import StoreFault, check_store, connect
     from crsrisk.mlops.tracking import log_and_register
     from crsrisk.modeling.train import train_models
 
     start = time.perf_counter()
     cfg = load_train_config(config)
+    check_store(cfg.tracking)  # an unusable store fails now, not after minutes of training
     loaded, labels = labelled_cohort(data, events, mapping)
     valid = loaded.result.valid
     loaded_at = time.perf_counter()
-    result = train_models(valid, labels.severe, cfg)
+    with training_progress() as progress:
+        result = train_models(valid, labels.severe, cfg, progress=progress)
     for note in result.warnings:
         say(f"warning: {note}")
     trained_at = time.perf_counter()
@@ -51,8 +66,13 @@ def train(
         f"{auroc['lower']:.3f}-{auroc['upper']:.3f}, {selected.test_metrics['events']} events in "
         f"{len(result.test_index):,} test rows); CV-to-test AUROC gap {gap:+.3f}")
     store = connect(cfg.tracking)
-    registered = log_and_register(store, result, cfg, valid, labels.severe,
-                                  loaded.provenance)
+    try:
+        registered = log_and_register(store, result, cfg, valid, labels.severe,
+                                      loaded.provenance)
+    except MlflowException as exc:  # e.g. the store's disk filled up during logging
+        reason = (str(exc.message).strip().splitlines() or ["no reason given"])[0].rstrip(".")
+        raise StoreFault(f"The tracking store {store.uri} refused the run ({reason}): check its "
+                         "free space and permissions, then train again.") from exc
     done = time.perf_counter()
     say(registered.decision)
     say(f"time: load+validate {loaded_at - start:.1f} s, train {trained_at - loaded_at:.1f} s, "
@@ -72,7 +92,8 @@ def promote(
     from crsrisk.mlops.registry import connect
     from crsrisk.mlops.registry import promote as promote_version
 
-    store = connect(load_train_config(config).tracking)
+    tracking = load_train_config(config).tracking
+    store = connect(tracking, create=False)
     promote_version(store, version, reason)
     say(f"version {version} of {store.model_name} is now champion")
 
@@ -84,7 +105,8 @@ def models(config: ConfigOption = None) -> None:
     from crsrisk.config import load_train_config
     from crsrisk.mlops.registry import audit_trail, connect, list_versions
 
-    store = connect(load_train_config(config).tracking)
+    tracking = load_train_config(config).tracking
+    store = connect(tracking, create=False)  # looking creates nothing
     versions = list_versions(store)
     if versions.empty:
         typer.echo(f"no versions of {store.model_name} yet: run crsrisk train")

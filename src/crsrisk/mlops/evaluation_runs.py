@@ -154,7 +154,7 @@ def log_evaluation(
         happened.
     """
     try:
-        store = connect(tracking)
+        store = connect(tracking, create=False)  # log into an existing store only
         return _log_evaluation(store, payload, model, uri)
     except RegistryError as exc:
         return LoggedRun(None, None, f"not logged: {exc}")

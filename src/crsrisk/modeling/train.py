@@ -7,7 +7,7 @@ and registration live in tracking.py; the command line only wires them.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,6 +36,8 @@ __all__ = [
     "TrainingError",
     "CandidateResult",
     "TrainingResult",
+    "TrainingStep",
+    "TrainingProgress",
     "check_training_table",
     "split_train_test",
     "cv_folds",
@@ -104,6 +106,27 @@ class TrainingResult:
 # ------------------------------------------------------------------------------------------
 # Checks and splits
 # ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingStep:
+    """Where training stands, sent to a progress callback before each cross-validation fit.
+
+    Candidate ``candidate_number`` of ``candidates`` (1-based), search step ``step`` of
+    ``steps`` (a hyperparameter configuration), fold ``fold`` of ``folds``.
+    """
+
+    candidate: str
+    candidate_number: int
+    candidates: int
+    step: int
+    steps: int
+    fold: int
+    folds: int
+
+
+# Called with each TrainingStep; training never depends on what it does with it.
+TrainingProgress = Callable[[TrainingStep], None]
 
 
 def check_training_table(valid: pd.DataFrame, y: pd.Series, config: TrainConfig) -> list[str]:
@@ -243,10 +266,16 @@ def search_space(name: str, config: TrainConfig) -> list[dict]:
     return xgboost_trials(config.search.xgboost_trials, config.seed)
 
 
-def oof_margin(estimator, X: pd.DataFrame, y: np.ndarray, folds) -> np.ndarray:
-    """Out-of-fold log-odds: every row predicted by a model that did not see it."""
+def oof_margin(estimator, X: pd.DataFrame, y: np.ndarray, folds,
+               on_fold: Callable[[int], None] | None = None) -> np.ndarray:
+    """Out-of-fold log-odds: every row predicted by a model that did not see it.
+
+    ``on_fold`` is called with the fold number (1-based) before each fold's fit.
+    """
     margin = np.empty(len(X))
-    for train_pos, val_pos in folds:
+    for number, (train_pos, val_pos) in enumerate(folds, start=1):
+        if on_fold is not None:
+            on_fold(number)
         fitted = clone(estimator).fit(X.iloc[train_pos], y[train_pos])
         margin[val_pos] = _logit(fitted.predict_proba(X.iloc[val_pos])[:, 1])
     return margin
@@ -292,13 +321,20 @@ def fit_candidate(
     y: np.ndarray,
     folds,
     config: TrainConfig,
+    progress: Callable[[int, int, int], None] | None = None,
 ) -> CandidateResult:
-    """Search, calibrate and refit one candidate on the training rows."""
+    """Search, calibrate and refit one candidate on the training rows.
+
+    ``progress`` is called with (search step, number of steps, fold) before each fold's fit.
+    """
     search = []
     best = None
-    for params in search_space(name, config):
+    space = search_space(name, config)
+    for step, params in enumerate(space, start=1):
         estimator = make_estimator(name, params, config.seed)
-        margin = oof_margin(estimator, valid, y, folds)
+        on_fold = (None if progress is None
+                   else lambda fold, step=step: progress(step, len(space), fold))
+        margin = oof_margin(estimator, valid, y, folds, on_fold)
         loss = log_loss(y, 1 / (1 + np.exp(-margin)), labels=[0, 1])
         search.append({**params, "cv_log_loss_uncalibrated": loss})
         if best is None or loss < best[0]:
@@ -334,9 +370,13 @@ def planning_texts(config: TrainConfig) -> dict[str, str]:
 
 
 def train_models(
-    valid: pd.DataFrame, severe: pd.Series, config: TrainConfig
+    valid: pd.DataFrame, severe: pd.Series, config: TrainConfig,
+    progress: TrainingProgress | None = None,
 ) -> TrainingResult:
-    """Fit every candidate on the training rows, select by CV log loss, test on held-out rows."""
+    """Fit every candidate on the training rows, select by CV log loss, test on held-out rows.
+
+    ``progress``, when given, is called with a `TrainingStep` before each cross-validation fit.
+    """
     timings: dict[str, float] = {}
     y_all = severe.astype(int)
     warnings = check_training_table(valid, y_all, config)
@@ -345,9 +385,13 @@ def train_models(
     y_train, y_test = y_all.loc[train_index].to_numpy(), y_all.loc[test_index].to_numpy()
     folds = cv_folds(train, y_all.loc[train_index], config)
     results = []
-    for name in config.candidates:
+    for number, name in enumerate(config.candidates, start=1):
         start = time.perf_counter()
-        result = fit_candidate(name, train, y_train, folds, config)
+        step = None if progress is None else (
+            lambda s, n, f, name=name, number=number: progress(TrainingStep(
+                name, number, len(config.candidates), s, n, f, len(folds))))
+        result = fit_candidate(name, train, y_train, folds, config, step)
+
         result.test_risk = result.model.risk(test)
         result.test_metrics = point_metrics(y_test, result.test_risk)
         results.append(result)

@@ -450,7 +450,7 @@ def _registry(
     from crsrisk.mlops.registry import RegistryError, connect
 
     try:
-        store = connect(tracking)
+        store = connect(tracking, create=False)  # a report never creates a store
         ref, how = find_version(store.client, uri, model)
         if ref is None:
             return None, f"not linked: {how}"
