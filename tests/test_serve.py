@@ -1,4 +1,6 @@
-"""`crsrisk serve`: the REST answer equals batch scoring; a bad row gets HTTP 400 naming it."""
+"""`crsrisk serve`: one answer per row, equal to batch scoring, in strict JSON; a bad row is
+answered as rejected with its problems; only an unusable request gets HTTP 400, repeating no
+row."""
 
 from __future__ import annotations
 
@@ -38,7 +40,8 @@ def request(url: str, payload: dict | None = None, timeout: float = 60) -> tuple
         with urllib.request.urlopen(req, timeout=timeout) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
+        with error:
+            return error.code, error.read().decode()
 
 
 @pytest.fixture(scope="module")
@@ -93,37 +96,138 @@ def split_payload(frame: pd.DataFrame, **params) -> dict:
     return payload
 
 
+def strict_json(body: str) -> dict:
+    """The body parsed as strict JSON: NaN or Infinity fail the test."""
+
+    def refuse(constant: str):
+        raise AssertionError(f"{constant} in a JSON answer")
+
+    return json.loads(body, parse_constant=refuse)
+
+
+def predictions(body: str) -> pd.DataFrame:
+    return pd.DataFrame(strict_json(body)["predictions"])
+
+
+def assert_equals_batch(got: pd.DataFrame, table: pd.DataFrame, trained, monkeypatch) -> None:
+    """Scored rows of a REST answer equal `crsrisk.score` of the same table."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained.uri)
+    expected, rejected = score(table, load_model(trained.model_uri))
+    scored = got[got["status"] == "scored"].reset_index(drop=True)
+    assert len(scored) == len(expected) == len(table) - rejected["row_number"].nunique()
+    assert scored["patient_id"].tolist() == expected["patient_id"].tolist()
+    np.testing.assert_allclose(scored["risk"], expected["risk"], rtol=0, atol=1e-12)
+    for column in ("risk_tier", "top_drivers", "planning", "model_name", "model_version"):
+        assert scored[column].tolist() == expected[column].tolist(), column
+
+
 def test_rest_answer_equals_batch_scoring(server, wire, trained, monkeypatch):
     status, body = request(f"{server}/invocations", split_payload(wire))
     assert status == 200, body
-    got = pd.DataFrame(json.loads(body)["predictions"])
-
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained.uri)
-    expected, rejected = score(wire, load_model(trained.model_uri))
-    assert rejected.empty
-    assert got["patient_id"].tolist() == expected["patient_id"].tolist()
-    np.testing.assert_allclose(got["risk"], expected["risk"], rtol=0, atol=1e-9)
-    for column in ("risk_tier", "top_drivers", "planning", "model_name", "model_version"):
-        assert got[column].tolist() == expected[column].tolist()
+    got = predictions(body)
+    assert got["status"].tolist() == ["scored"] * len(wire)
+    assert got["problems"].isna().all()
+    assert_equals_batch(got, wire, trained, monkeypatch)
 
     status, body = request(f"{server}/invocations", split_payload(wire, drivers=False))
     assert status == 200, body
-    without = pd.DataFrame(json.loads(body)["predictions"])
-    assert without["top_drivers"].isna().all()
-    np.testing.assert_allclose(without["risk"], expected["risk"], rtol=0, atol=1e-9)
+    without = predictions(body)
+    assert without["top_drivers"].isna().all()  # null, not NaN: strict_json checked
+    np.testing.assert_allclose(without["risk"], got["risk"], rtol=0, atol=0)
 
 
-def test_bad_row_gets_400_naming_column_and_rule(server, wire):
-    bad = wire.copy()
+def test_json_ints_bools_strings_and_nulls(server, wire, trained, monkeypatch):
+    """What JSON clients send: whole numbers as ints, true/false, numbers as text, nulls."""
+    table = wire.astype(object)
+    table["ecog"] = [None if pd.isna(v) else int(v) for v in wire["ecog"]]
+    table["prior_lines"] = [None if pd.isna(v) else int(v) for v in wire["prior_lines"]]
+    for name in ("bridging_therapy", "bulky_disease", "hlh_history", "prior_autoimmune_disease"):
+        table[name] = [{"true": True, "false": False}.get(v) for v in wire[name]]
+    table["age_years"] = [f"{v:g}" for v in wire["age_years"]]
+    table["il6_pg_ml"] = None
+    payload = {"dataframe_split": {"columns": list(table.columns),
+                                   "data": table.to_numpy().tolist()}}
+    status, body = request(f"{server}/invocations", payload)
+    assert status == 200, body
+    got = predictions(body)
+    assert got["status"].tolist() == ["scored"] * len(wire)
+    assert_equals_batch(got, table, trained, monkeypatch)
+
+    records = {"dataframe_records": table.head(3).to_dict("records")}
+    status, body = request(f"{server}/invocations", records)
+    assert status == 200, body
+    assert predictions(body)["risk"].tolist() == got["risk"].head(3).tolist()
+
+
+def test_bad_rows_are_answered_per_row(server, wire, trained, monkeypatch):
+    """Before: one bad row made the whole request HTTP 400. Now each row is answered."""
+    bad = wire.astype({"ldh_u_l": object})
     bad.loc[3, "age_years"] = 150.0
+    bad.loc[11, "ldh_u_l"] = "high"
     status, body = request(f"{server}/invocations", split_payload(bad))
-    assert status == 400
-    message = json.loads(body)["message"]
-    assert "row 4: age_years must be between 0 and 110" in message
-    assert "1 row(s) break the data contract" in message
+    assert status == 200, body
+    got = predictions(body)
+    assert got["patient_id"].tolist() == wire["patient_id"].tolist()
+    assert got.index[got["status"] == "rejected"].tolist() == [3, 11]
+    assert got.loc[[3, 11], "risk"].isna().all()
+    assert json.loads(got.loc[3, "problems"]) == [
+        {"column": "age_years", "rule": "must be between 0 and 110", "value": "150.0"}
+    ]
+    assert json.loads(got.loc[11, "problems"]) == [
+        {"column": "ldh_u_l", "rule": "must be a number", "value": "high"}
+    ]
+    assert_equals_batch(got, bad, trained, monkeypatch)
 
 
-def test_missing_required_column_gets_400(server, wire):
-    status, body = request(f"{server}/invocations", split_payload(wire.drop(columns="product")))
-    assert status == 400
-    assert "product" in json.loads(body)["message"]
+@pytest.mark.parametrize(
+    ("payload", "status", "words"),
+    [
+        (lambda w: split_payload(w.drop(columns="product")), 400,
+         "lacks required column(s) product"),
+        (lambda w: split_payload(w.head(0)), 400, "has no data rows"),
+        (lambda w: {"inputs": [1, 2, 3]}, 400, "takes a table"),
+        (lambda w: {"rows": split_payload(w)["dataframe_split"]}, 400, "exactly one of"),
+        (lambda w: {"dataframe_split": {"columns": ["patient_id"], "data": [["P1", 2]]}}, 400,
+         "must have 1 values"),
+        (lambda w: {**split_payload(w), "params": {"drivers": "perhaps"}}, 400, "drivers"),
+        (lambda w: b"{not json", 400, "not valid JSON"),
+    ],
+    ids=["required column absent", "no rows", "not a table", "unknown key", "ragged rows",
+         "bad param", "not JSON"],
+)
+def test_unusable_request_gets_400_without_rows(server, wire, payload, status, words):
+    data = payload(wire)
+    if isinstance(data, bytes):
+        req = urllib.request.Request(f"{server}/invocations", data=data,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            urllib.request.urlopen(req, timeout=60)
+        except urllib.error.HTTPError as error:
+            with error:
+                got_status, body = error.code, error.read().decode()
+        else:
+            pytest.fail("accepted a body that is not JSON")
+    else:
+        got_status, body = request(f"{server}/invocations", data)
+    assert got_status == status, body
+    answer = strict_json(body)
+    assert answer["error_code"] == "BAD_REQUEST"
+    assert words in answer["message"]
+    assert not any(pid in body for pid in wire["patient_id"])
+
+
+def test_csv_body_and_content_type(server, wire):
+    csv = wire.head(4).to_csv(index=False).encode()
+    req = urllib.request.Request(f"{server}/invocations", data=csv,
+                                 headers={"Content-Type": "text/csv"})
+    with urllib.request.urlopen(req, timeout=60) as response:
+        got = predictions(response.read().decode())
+    assert got["status"].tolist() == ["scored"] * 4
+    req = urllib.request.Request(f"{server}/invocations", data=csv,
+                                 headers={"Content-Type": "text/plain"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(req, timeout=60)
+    refused.value.close()
+    assert refused.value.code == 415
+    status, body = request(f"{server}/version")
+    assert status == 200 and json.loads(body)["model_version"] == "1"

@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -122,15 +123,19 @@ def test_same_data_same_seed_same_metrics(client):
 
 def test_signature_round_trips_and_model_returns_the_score_table(client, workdir):
     from crsrisk.contract.validate import validate
-    from crsrisk.mlops.pyfunc import signature, to_wire
+    from crsrisk.mlops.pyfunc import OUTPUT_COLUMNS, signature, to_wire
 
     model = mlflow.pyfunc.load_model("models:/crs-severe@champion")
     assert model.metadata.signature == signature()
     valid = validate(pd.read_csv(workdir / "cohort.csv", dtype=str).head(5)).valid
     scores = model.predict(to_wire(valid))
-    assert list(scores.columns) == ["patient_id", "risk", "risk_tier", "top_drivers",
-                                    "planning", "model_name", "model_version"]
+    # The score table with each row's status and problems (one answer per input row).
+    assert list(scores.columns) == list(OUTPUT_COLUMNS)
+    assert scores["status"].tolist() == ["scored"] * 5
     assert scores["model_version"].unique().tolist() == ["1"]
+    # The data scientist's first move: the CSV as pandas reads it (int64, bool, float, text).
+    as_read = model.predict(pd.read_csv(workdir / "cohort.csv").head(5))
+    np.testing.assert_array_equal(as_read["risk"], scores["risk"])
 
 
 def test_promote_and_audit_trail(client, workdir, monkeypatch):

@@ -152,34 +152,33 @@ def serve(
     ),
     port: Annotated[int, typer.Option(min=1, max=65535)] = 5001,
 ) -> None:
-    """REST scoring with mlflow's scoring server (POST /invocations, GET /ping).
+    """REST scoring on MLflow's protocol (POST /invocations, GET /ping, /health, /version).
 
-    Send the baseline table as JSON ({"dataframe_split": {...}}); a row breaking the data
-    contract is answered with HTTP 400 naming its column and rule.
+    Send the baseline table as JSON ({"dataframe_split": {...}}, "dataframe_records", "inputs"
+    or "instances"; "params": {"drivers": false} skips the drivers) or CSV. Each row is answered
+    in order, with status "scored" or "rejected" (problems: column, rule, value); only a request
+    that is not a usable table gets HTTP 400, with a message that repeats no row.
     """
-    import os
-    import sys
+    import logging
+
+    import mlflow
+    import uvicorn
 
     from crsrisk.mlops.export import looks_exported
     from crsrisk.mlops.loading import load_model
-    from crsrisk.mlops.registry import resolve_tracking_uri
+    from crsrisk.mlops.serving import create_app
 
-    risk_model = load_model(model)  # fails here, in one sentence, rather than in the server
+    risk_model = load_model(model)  # checks the model (and an export's manifest) in one sentence
     uri = str(Path(model).resolve()) if looks_exported(model) else model
-    env = {**os.environ, "MLFLOW_TRACKING_URI": resolve_tracking_uri()}
-    # mlflow starts `uvicorn` by name: find it beside this Python even in a venv not activated.
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    app_ = create_app(mlflow.pyfunc.load_model(uri), risk_model.name, str(risk_model.version))
     if host not in LOOPBACK:
         say(f"warning: serving on {host} without authentication: anyone who reaches this port "
             "can send patient data; keep it behind an authenticating proxy.")
     say(f"serving {risk_model.name} v{risk_model.version} ({model}) on "
         f"http://{host}:{port}/invocations (Ctrl-C stops)")
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri,
-               "--host", host, "--port", str(port), "--env-manager", "local"]
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # Become the server: signals (Ctrl-C, SIGTERM) then reach it directly.
-    os.execve(sys.executable, command, env)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # No access log: request lines are not needed and each one costs time on every request.
+    uvicorn.run(app_, host=host, port=port, access_log=False, log_level="warning")
 
 
 @app.command()

@@ -1,58 +1,104 @@
-"""The MLflow PythonModel: the contract's baseline table in, the contract's score table out.
+"""The MLflow PythonModel: a baseline table in, one answer per row out.
 
-Rows are validated exactly as batch scoring validates them; a table with rejected rows is refused
-with a message naming each problem (the REST server answers it with HTTP 400).
+Whatever dtypes pandas, Parquet, Spark or a JSON request give the contract columns (int64,
+nullable Int64, float, bool, boolean, str, object, category, datetime), the model parses and
+checks them exactly as batch scoring does. Each input row gets one output row, in input order:
+``status`` "scored" with its risk, tier, drivers and planning text, or "rejected" with an empty
+risk and ``problems`` (a JSON list of column, rule and value). Only a table that cannot be read
+as the contract's baseline table (no rows, a required column absent, not a table) is refused as
+a whole, with a `ContractError` naming the problem and no row data.
+
+The model is logged as code (`crsrisk.mlops._pyfunc_code`, MLflow "models from code"), so no
+pickle of it is written.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-from mlflow.exceptions import MlflowException
+import xgboost as xgb
 from mlflow.models import ModelSignature
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
-from crsrisk.contract.spec import BASELINE_COLUMNS, ColumnSpec
-from crsrisk.contract.validate import validate
+from crsrisk.contract.spec import BASELINE_COLUMNS, CONTRACT_VERSION
+from crsrisk.contract.validate import stripped_text, validate
 from crsrisk.errors import ContractError
-from crsrisk.modeling.riskmodel import SCORE_COLUMNS, RiskModel
+from crsrisk.modeling.riskmodel import RiskModel
 
 __all__ = [
     "ARTIFACT_KEY",
-    "MAX_PROBLEMS_IN_MESSAGE",
+    "CODE_PATH",
+    "OUTPUT_COLUMNS",
+    "SCORED",
+    "REJECTED",
+    "SMALL_BATCH",
     "signature",
+    "input_metadata",
     "to_wire",
-    "problems_message",
+    "as_table",
+    "answer_rows",
     "CrsRiskModel",
 ]
 
 ARTIFACT_KEY = "risk_model"
-MAX_PROBLEMS_IN_MESSAGE = 10
+# The file MLflow logs as the model's code ("models from code"): it calls set_model.
+CODE_PATH = Path(__file__).with_name("_pyfunc_code.py")
+SCORED, REJECTED = "scored", "rejected"
+# Up to this many rows, XGBoost runs on one thread: for a few rows its threads cost more in
+# start-up and contention than they save (about 3 ms against 10-30 ms for one row on 2 cores);
+# a prediction is the same on any number of threads.
+SMALL_BATCH = 2_000
+# The score table of the data contract (section 5), with each row's status and problems.
+OUTPUT_COLUMNS = ("patient_id", "status", "risk", "risk_tier", "top_drivers", "planning",
+                  "model_name", "model_version", "problems")
 
-
-def _signature_type(spec: ColumnSpec) -> str:
-    # Integers may be missing and categoricals don't round-trip (pitfalls.md): sign them as
-    # double and string; the model parses them exactly as batch scoring does.
-    return "double" if spec.kind in ("float", "int") else "string"
+_log = logging.getLogger(__name__)
 
 
 def signature() -> ModelSignature:
-    """Input: the baseline table of the contract. Output: the score table. Param: drivers."""
-    inputs = Schema(
-        [ColSpec(_signature_type(s), s.name, required=s.required) for s in BASELINE_COLUMNS]
-    )
-    outputs = Schema(
-        [ColSpec("double" if c == "risk" else "string", c) for c in SCORE_COLUMNS]
-    )
+    """Output: one answer per input row. Param: drivers. No input schema (see below).
+
+    MLflow 3.17 enforces an input schema before the model sees the rows: a typed schema refuses
+    int64 for a double column, bool for a string, nullable Int64 / boolean and category; an
+    ``AnyType`` schema lets every dtype through but converts each cell in Python (about a second
+    per 10,000 rows of this contract) and drops columns it does not name. So the input columns
+    are documented in the model's metadata (`input_metadata`) and its input example, and the
+    model itself parses and checks them.
+    """
+    outputs = Schema([
+        ColSpec("string", "patient_id", required=False),
+        ColSpec("string", "status"),
+        ColSpec("double", "risk", required=False),
+        *(ColSpec("string", name, required=False)
+          for name in ("risk_tier", "top_drivers", "planning")),
+        ColSpec("string", "model_name"),
+        ColSpec("string", "model_version"),
+        ColSpec("string", "problems", required=False),
+    ])
     params = ParamSchema([ParamSpec("drivers", "boolean", True)])
-    return ModelSignature(inputs, outputs, params)
+    return ModelSignature(inputs=None, outputs=outputs, params=params)
+
+
+def input_metadata() -> dict:
+    """The input the model takes, for the MLmodel file: the contract's baseline columns."""
+    return {
+        "crsrisk_contract_version": CONTRACT_VERSION,
+        "input": "the baseline table of the crsrisk data contract, any pandas dtypes",
+        "required_columns": [s.name for s in BASELINE_COLUMNS if s.required],
+        "optional_columns": [s.name for s in BASELINE_COLUMNS if not s.required],
+    }
 
 
 def to_wire(valid: pd.DataFrame) -> pd.DataFrame:
-    """Validated rows in the signature's types (what a REST client sends)."""
+    """Validated rows as a JSON client sends them: numbers, ISO dates, true/false, text."""
     out = {}
     for spec in BASELINE_COLUMNS:
         col = valid[spec.name]
@@ -67,19 +113,77 @@ def to_wire(valid: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, index=valid.index)
 
 
-def problems_message(rejected: pd.DataFrame) -> str:
-    """One line per rejected cell (at most ten), for an error answer."""
-    lines = [
-        f"row {r.row_number}: {r.column} {r.check} (value {r.value!r})"
-        for r in rejected.head(MAX_PROBLEMS_IN_MESSAGE).itertuples()
-    ]
-    more = len(rejected) - len(lines)
-    tail = f"; and {more} more" if more > 0 else ""
-    return (
-        f"{rejected['row_number'].nunique()} row(s) break the data contract: "
-        + "; ".join(lines)
-        + tail
+def as_table(model_input: object) -> pd.DataFrame:
+    """``model_input`` as a DataFrame: a DataFrame, one record (dict) or a list of records.
+
+    Raises
+    ------
+    ContractError
+        Anything else (a list of numbers, an array, text): the model takes a table.
+    """
+    if isinstance(model_input, pd.DataFrame):
+        return model_input
+    if isinstance(model_input, Mapping):
+        model_input = [model_input]
+    if (isinstance(model_input, Sequence) and not isinstance(model_input, str | bytes)
+            and all(isinstance(r, Mapping) for r in model_input)):
+        return pd.DataFrame.from_records(list(model_input))
+    raise ContractError(
+        f"The model takes a table (a DataFrame, or records with the contract's column names), "
+        f"not {type(model_input).__name__}: send the baseline table of the data contract."
     )
+
+
+def _problems_text(rejected: pd.DataFrame) -> dict[int, str]:
+    """Position of each rejected row -> a JSON list of its problems (column, rule, value)."""
+    texts = {}
+    for row_number, rows in rejected.groupby("row_number", sort=False):
+        problems = [{"column": r.column, "rule": r.check, "value": r.value}
+                    for r in rows.itertuples()]
+        texts[int(row_number) - 1] = json.dumps(problems, ensure_ascii=False)
+    return texts
+
+
+def answer_rows(table: pd.DataFrame, risk_model: RiskModel, drivers: bool = True
+                ) -> pd.DataFrame:
+    """One answer per row of ``table``, in its order (`OUTPUT_COLUMNS`).
+
+    Raises
+    ------
+    ContractError
+        The table is unusable as a whole: no rows, a required column absent, duplicated names.
+    """
+    table = table.reset_index(drop=True)
+    result = validate(table, with_outcome=False, allow_all_rejected=True)
+    for warning in result.warnings:
+        _log.warning(warning)
+    n = len(table)
+    valid = result.valid  # indexed by row position
+    if len(valid):
+        scores = risk_model.score(valid, drivers=drivers)
+        if len(valid) < n:
+            scores = scores.reindex(pd.RangeIndex(n))
+    else:
+        scores = pd.DataFrame({"risk": np.full(n, np.nan)}, index=pd.RangeIndex(n))
+        for name in ("risk_tier", "top_drivers", "planning"):
+            scores[name] = pd.Series(pd.NA, index=scores.index, dtype="str")
+    scored = np.zeros(n, dtype=bool)
+    scored[valid.index.to_numpy()] = True
+    problems = pd.Series(pd.NA, index=scores.index, dtype="str")
+    if not scored.all():
+        texts = _problems_text(result.rejected)
+        problems.iloc[list(texts)] = list(texts.values())
+    return pd.DataFrame({
+        "patient_id": stripped_text(table["patient_id"]).astype("str"),
+        "status": np.where(scored, SCORED, REJECTED).astype(object),
+        "risk": scores["risk"].to_numpy(dtype="float64"),
+        "risk_tier": scores["risk_tier"].astype("str"),
+        "top_drivers": scores["top_drivers"].astype("str"),
+        "planning": scores["planning"].astype("str"),
+        "model_name": risk_model.name,
+        "model_version": str(risk_model.version),
+        "problems": problems,
+    }).astype({"status": "str", "model_name": "str", "model_version": "str"})
 
 
 class CrsRiskModel(PythonModel):
@@ -87,6 +191,17 @@ class CrsRiskModel(PythonModel):
 
     def load_context(self, context: PythonModelContext) -> None:
         self.risk_model = RiskModel.load(Path(context.artifacts[ARTIFACT_KEY]))
+        self._threads = 0
+
+    def _xgboost_threads(self, n_rows: int) -> contextlib.AbstractContextManager:
+        """One thread for small batches, every core for large ones (booster and DMatrix)."""
+        if self.risk_model.kind != "xgboost":
+            return contextlib.nullcontext()
+        threads = 1 if n_rows <= SMALL_BATCH else (os.cpu_count() or 1)
+        if threads != getattr(self, "_threads", 0):
+            self.risk_model.estimator.get_booster().set_param({"nthread": threads})
+            self._threads = threads
+        return xgb.config_context(nthread=threads)
 
     def predict(
         self,
@@ -94,12 +209,8 @@ class CrsRiskModel(PythonModel):
         model_input: pd.DataFrame,
         params: dict[str, bool] | None = None,
     ) -> pd.DataFrame:
+        """One answer per input row (`answer_rows`); ``params={"drivers": False}`` is faster."""
         drivers = True if not params else bool(params.get("drivers", True))
-        try:
-            result = validate(model_input, with_outcome=False, allow_all_rejected=True)
-        except ContractError as exc:  # the table as a whole: empty, a required column missing
-            raise MlflowException(str(exc), INVALID_PARAMETER_VALUE) from exc
-        if not result.rejected.empty:
-            raise MlflowException(problems_message(result.rejected), INVALID_PARAMETER_VALUE)
-        scores = self.risk_model.score(result.valid, drivers=drivers)
-        return scores.reset_index(drop=True)
+        table = as_table(model_input)
+        with self._xgboost_threads(len(table)):
+            return answer_rows(table, self.risk_model, drivers=drivers)

@@ -27,7 +27,13 @@ from crsrisk.config import TrainConfig  # noqa: E402
 from crsrisk.contract.fingerprint import data_fingerprint, row_hashes  # noqa: E402
 from crsrisk.contract.spec import CONTRACT_VERSION  # noqa: E402
 from crsrisk.evaluation.metrics import point_metrics  # noqa: E402
-from crsrisk.mlops.pyfunc import ARTIFACT_KEY, CrsRiskModel, signature, to_wire  # noqa: E402
+from crsrisk.mlops.pyfunc import (  # noqa: E402
+    ARTIFACT_KEY,
+    CODE_PATH,
+    input_metadata,
+    signature,
+    to_wire,
+)
 from crsrisk.mlops.registry import (  # noqa: E402
     CHAMPION,
     METRIC_TAG_PREFIX,
@@ -122,18 +128,24 @@ def synthetic_example() -> pd.DataFrame:
 
 
 def log_risk_model(model: RiskModel) -> mlflow.models.model.ModelInfo:
-    """Log ``model`` as the active run's PythonModel (signature, synthetic input example)."""
+    """Log ``model`` as the active run's PythonModel (signature, synthetic input example).
+
+    The PythonModel is logged as code (`crsrisk.mlops._pyfunc_code`, MLflow "models from
+    code"), so MLflow writes no ``python_model.pkl``; the fitted model is the ``risk_model``
+    artefact folder written by `RiskModel.save`.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         folder = model.save(Path(tmp) / "risk_model")
         with warnings.catch_warnings():
-            # mlflow suggests type-hint based validation; the signature does that job here.
+            # mlflow suggests type-hint based validation; the model checks its input itself.
             warnings.filterwarnings("ignore", message=".*type hint.*", category=UserWarning)
             return mlflow.pyfunc.log_model(
                 name="model",
-                python_model=CrsRiskModel(),
+                python_model=str(CODE_PATH),
                 artifacts={ARTIFACT_KEY: str(folder)},
                 signature=signature(),
                 input_example=synthetic_example(),
+                metadata=input_metadata(),
                 pip_requirements=[f"crsrisk=={importlib.metadata.version('crsrisk')}"],
             )
 

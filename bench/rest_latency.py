@@ -1,0 +1,143 @@
+"""Latency of one-patient REST requests to `crsrisk serve`, against the bare booster's predict.
+
+    MLFLOW_TRACKING_URI=sqlite:///$PWD/out/demo/mlflow.db \
+        python bench/rest_latency.py --model models:/crs-severe@champion --n 300
+
+Starts ``crsrisk serve`` on 127.0.0.1 with a free port, sends ``--n`` requests of one simulated
+patient each (JSON ``dataframe_split``, drivers on unless ``--no-drivers``) on one kept-alive
+connection, prints p50 and p95, then stops the server. In the same run it times the bare
+XGBoost booster of the same model on one row of its ready-made model matrix (one thread): the
+floor that parsing, the contract check, drivers and HTTP are added to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from crsrisk.contract.spec import OUTCOME_NAMES
+from crsrisk.contract.validate import validate
+from crsrisk.mlops.loading import load_model
+from crsrisk.mlops.pyfunc import to_wire
+from crsrisk.simulate.cohort import simulate_cohort
+
+STARTUP_S = 180
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def percentiles(ms: list[float]) -> str:
+    p50 = statistics.median(ms)
+    p95 = float(np.percentile(ms, 95))
+    return f"p50 {p50:7.2f} ms   p95 {p95:7.2f} ms"
+
+
+@contextlib.contextmanager
+def server(model: str, port: int):
+    """`crsrisk serve` in its own process group, stopped with SIGTERM (SIGKILL if need be)."""
+    log = Path(tempfile.mkdtemp(prefix="crsrisk-bench-")) / "server.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "crsrisk", "serve", "--model", model, "--port", str(port)],
+            stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + STARTUP_S
+        while True:
+            if process.poll() is not None:
+                sys.exit(f"crsrisk serve exited ({process.returncode}): {log.read_text()}")
+            with contextlib.suppress(OSError):
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                connection.request("GET", "/ping")
+                if connection.getresponse().status == 200:
+                    break
+            if time.monotonic() > deadline:
+                sys.exit(f"no answer on /ping within {STARTUP_S} s: {log.read_text()}")
+            time.sleep(0.25)
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=15)
+
+
+def rest_times(port: int, bodies: list[bytes], warmup: int) -> list[float]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Content-Type": "application/json"}
+    times = []
+    for i, body in enumerate(bodies):
+        start = time.perf_counter()
+        connection.request("POST", "/invocations", body=body, headers=headers)
+        response = connection.getresponse()
+        answer = response.read()
+        elapsed = (time.perf_counter() - start) * 1000
+        if response.status != 200:
+            sys.exit(f"HTTP {response.status}: {answer[:300]!r}")
+        if i >= warmup:
+            times.append(elapsed)
+    connection.close()
+    return times
+
+
+def booster_times(model: str, wire, n: int) -> list[float]:
+    risk_model = load_model(model)
+    booster = risk_model.estimator.get_booster()
+    booster.set_param({"nthread": 1})
+    design = risk_model.design(validate(wire.head(1)).valid)
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        booster.inplace_predict(design)
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="models:/crs-severe@champion")
+    parser.add_argument("--n", type=int, default=300, help="requests (after 20 warm-up ones)")
+    parser.add_argument("--no-drivers", action="store_true")
+    args = parser.parse_args()
+    warmup = 20
+    cohort = simulate_cohort(args.n + warmup, seed=3).baseline.drop(columns=list(OUTCOME_NAMES))
+    wire = to_wire(validate(cohort).valid).reset_index(drop=True)
+    params = {"drivers": False} if args.no_drivers else {}
+    bodies = []
+    for i in range(len(wire)):
+        split = json.loads(wire.iloc[[i]].to_json(orient="split", index=False))
+        bodies.append(json.dumps({"dataframe_split": split, "params": params}).encode())
+    port = free_port()
+    with server(args.model, port):
+        rest = rest_times(port, bodies, warmup)
+    bare = booster_times(args.model, wire, len(rest))
+    drivers = "off" if args.no_drivers else "on"
+    print(f"REST, one patient per request, drivers {drivers} ({len(rest)} requests): "
+          f"{percentiles(rest)}")
+    print(f"bare booster inplace_predict, one row, one thread:        {percentiles(bare)}")
+    print(f"REST p50 / booster p50: {statistics.median(rest) / statistics.median(bare):.1f}x")
+
+
+if __name__ == "__main__":
+    main()
