@@ -44,7 +44,7 @@ def test_cox_snell_r2_grows_with_c_and_stays_below_its_maximum():
 
 
 def test_supported_compares_the_cohort_with_the_parameter_criteria():
-    size = minimum_sample_size(4, 0.22, c_statistic=0.75, available_n=202)
+    size = minimum_sample_size(3, 0.22, c_statistic=0.75, available_n=202)
     assert size.parameter_n <= 202 < size.n_risk  # criterion 3 alone does not refuse
     assert size.supported
     assert not minimum_sample_size(9, 0.22, c_statistic=0.75, available_n=202).supported
