@@ -40,7 +40,7 @@ def test_c_080_at_15_percent_with_10_and_5_parameters():
 def test_cox_snell_r2_grows_with_c_and_stays_below_its_maximum():
     values = [cox_snell_r2_from_c(c, 0.2) for c in (0.6, 0.7, 0.8, 0.9)]
     assert values == sorted(values)
-    assert 0 < values[0] and values[-1] < max_cox_snell_r2(0.2)
+    assert values[0] > 0 and values[-1] < max_cox_snell_r2(0.2)
 
 
 def test_supported_compares_the_cohort_with_the_parameter_criteria():

@@ -18,7 +18,7 @@ from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 from crsrisk.contract.spec import BASELINE_COLUMNS, ColumnSpec
 from crsrisk.contract.validate import validate
 from crsrisk.errors import ContractError
-from crsrisk.modeling.riskmodel import SCORE_COLUMNS, RiskModel
+from crsrisk.modeling.riskmodel import FLOAT_SCORE_COLUMNS, SCORE_COLUMNS, RiskModel
 
 __all__ = [
     "ARTIFACT_KEY",
@@ -45,7 +45,7 @@ def signature() -> ModelSignature:
         [ColSpec(_signature_type(s), s.name, required=s.required) for s in BASELINE_COLUMNS]
     )
     outputs = Schema(
-        [ColSpec("double" if c == "risk" else "string", c) for c in SCORE_COLUMNS]
+        [ColSpec("double" if c in FLOAT_SCORE_COLUMNS else "string", c) for c in SCORE_COLUMNS]
     )
     params = ParamSchema([ParamSpec("drivers", "boolean", True)])
     return ModelSignature(inputs, outputs, params)

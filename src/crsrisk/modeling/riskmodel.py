@@ -22,11 +22,14 @@ from sklearn.linear_model import LogisticRegression
 
 from crsrisk.contract.spec import CONTRACT_VERSION
 from crsrisk.explain.drivers import Contributions, contributions_for, render_drivers
+from crsrisk.modeling.tiers import ActionTiers
+from crsrisk.modeling.uncertainty import BootstrapEnsemble
 
 __all__ = [
     "PROBABILITY_FLOOR",
     "DRIVER_SCALE",
     "SCORE_COLUMNS",
+    "FLOAT_SCORE_COLUMNS",
     "TIERS",
     "Calibrator",
     "Recalibrated",
@@ -39,12 +42,15 @@ DRIVER_SCALE = "log-odds of the model before calibration"
 SCORE_COLUMNS = (
     "patient_id",
     "risk",
+    "risk_lower",  # 90 % interval across bootstrap refits (empty when the model has none)
+    "risk_upper",
     "risk_tier",
     "top_drivers",
     "planning",
     "model_name",
     "model_version",
 )
+FLOAT_SCORE_COLUMNS = ("risk", "risk_lower", "risk_upper")
 TIERS = ("low", "intermediate", "high")
 
 
@@ -149,6 +155,10 @@ class RiskModel:
     version: str = "unregistered"
     contract_version: str = CONTRACT_VERSION
     info: dict = field(default_factory=dict)
+    # Per-patient intervals (None: risk_lower and risk_upper stay empty) and tiers per therapy
+    # class (None: `tiers` and `planning` for every row). Both are plain data: to_dict/from_dict.
+    uncertainty: BootstrapEnsemble | None = None
+    action_tiers: ActionTiers | None = None
 
     # -- predictions -------------------------------------------------------------------------
 
@@ -190,15 +200,26 @@ class RiskModel:
         else:
             top = pd.Series(pd.NA, index=valid.index, dtype="str")
         risk = self.calibrator.predict(margin)
-        codes = self.tiers.codes(risk)
+        if self.uncertainty is not None:
+            lower, upper = self.uncertainty.interval(design, margin, self.calibrator)
+        else:
+            lower = upper = np.full(len(risk), np.nan)
+        if self.action_tiers is not None:
+            codes = self.action_tiers.codes(valid, risk)
+            choices, plan = self.action_tiers.planning(valid, codes)
+        else:
+            codes = self.tiers.codes(risk)
+            choices, plan = [self.planning.get(t) for t in TIERS], codes
         n = np.zeros(len(risk), dtype=np.int8)
         return pd.DataFrame(
             {
                 "patient_id": valid["patient_id"].astype("str"),
                 "risk": risk,
+                "risk_lower": lower,
+                "risk_upper": upper,
                 "risk_tier": _texts(list(TIERS), codes, valid.index),
                 "top_drivers": top,
-                "planning": _texts([self.planning.get(t) for t in TIERS], codes, valid.index),
+                "planning": _texts(choices, plan, valid.index),
                 "model_name": _texts([self.name], n, valid.index),
                 "model_version": _texts([str(self.version)], n, valid.index),
             },

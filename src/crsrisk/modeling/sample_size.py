@@ -166,9 +166,10 @@ def minimum_sample_size(
         r2 = cox_snell_r2_from_c(c_statistic, prevalence)
     else:
         r2 = float(cox_snell_r2)  # type: ignore[arg-type]
-        if not 0.0 < r2 < max_cox_snell_r2(prevalence):
-            raise ValueError(f"the Cox-Snell R^2 must lie in (0, {max_cox_snell_r2(prevalence):.3f})"
-                             f" at prevalence {prevalence}, got {r2}")
+        top = max_cox_snell_r2(prevalence)
+        if not 0.0 < r2 < top:
+            raise ValueError(f"the Cox-Snell R^2 must lie in (0, {top:.3f}) at prevalence "
+                             f"{prevalence}, got {r2}")
     # Criterion 2: the shrinkage that keeps the optimism in Nagelkerke R^2 at the target.
     shrinkage_optimism = r2 / (r2 + R2_OPTIMISM_TARGET * max_cox_snell_r2(prevalence))
     n_risk = int(np.ceil((_Z95 / RISK_MARGIN) ** 2 * prevalence * (1 - prevalence)))

@@ -35,7 +35,7 @@ from crsrisk.io import (
     table_format,
 )
 from crsrisk.mlops.loading import DEFAULT_MODEL, load_model
-from crsrisk.modeling.riskmodel import SCORE_COLUMNS, TIERS, RiskModel
+from crsrisk.modeling.riskmodel import FLOAT_SCORE_COLUMNS, SCORE_COLUMNS, TIERS, RiskModel
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -55,7 +55,8 @@ QUEUED_CHUNKS = 2
 CONTRACT_COLUMNS = frozenset(BASELINE_NAMES) | frozenset(OUTCOME_NAMES)
 # The words contract.validate uses for a repeated patient_id.
 UNIQUE_WORDS = "must be unique in the table"
-SCORE_TYPES = {name: pa.float64() if name == "risk" else pa.string() for name in SCORE_COLUMNS}
+SCORE_TYPES = {name: pa.float64() if name in FLOAT_SCORE_COLUMNS else pa.string()
+               for name in SCORE_COLUMNS}
 # Score columns whose values are (nearly) all distinct: no Parquet dictionary.
 DISTINCT_SCORE_COLUMNS = ("patient_id", "risk", "top_drivers")
 
@@ -194,7 +195,7 @@ def _reject_repeated(
 
 
 def _no_scores() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype="float64" if c == "risk" else "str")
+    return pd.DataFrame({c: pd.Series(dtype="float64" if c in FLOAT_SCORE_COLUMNS else "str")
                          for c in SCORE_COLUMNS})
 
 

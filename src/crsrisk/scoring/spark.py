@@ -46,7 +46,7 @@ from crsrisk.contract.spec import REJECTED_COLUMNS_DOC
 from crsrisk.contract.validate import empty_rejected
 from crsrisk.errors import ContractError, CrsriskError
 from crsrisk.io import TableWriter, iter_table, table_format
-from crsrisk.modeling.riskmodel import SCORE_COLUMNS, RiskModel
+from crsrisk.modeling.riskmodel import FLOAT_SCORE_COLUMNS, SCORE_COLUMNS, RiskModel
 from crsrisk.scoring.core import (
     DEFAULT_CHUNK_SIZE,
     ScoreSummary,
@@ -435,7 +435,7 @@ def _layout(
     given = {f.name: f.dataType for f in schema.fields}
     types = []
     for name in scores.columns:
-        if name == "risk":
+        if name in FLOAT_SCORE_COLUMNS:
             types.append(DoubleType())
         elif name in given and name not in SCORE_COLUMNS:
             types.append(given[name])  # an extra column, carried through untouched
