@@ -181,19 +181,15 @@ def fit_ensemble(model: object, valid: pd.DataFrame, y: np.ndarray, members: int
     y = np.asarray(y, dtype=int)
     design = model.design(valid)
     rng = np.random.default_rng(seed)
-    margins = []
+    margins, coefs = [], []
     while len(margins) < members:
         rows = rng.integers(0, len(y), len(y))
         if y[rows].min() == y[rows].max():
-            continue
+            continue  # a resample with one outcome cannot be fitted: draw again
         fitted = clone(model.estimator).fit(design.iloc[rows], y[rows])
         margins.append(_member_margin(model.kind, fitted, design))
         if model.kind == "logistic":
-            fitted_coefs = np.r_[fitted.intercept_.ravel(), fitted.coef_.ravel()]
-            margins[-1] = (margins[-1], fitted_coefs)
-    if model.kind == "logistic":
-        coefs = np.array([c for _, c in margins])
-        margins = [m for m, _ in margins]
+            coefs.append(np.r_[fitted.intercept_.ravel(), fitted.coef_.ravel()])
     matrix = np.vstack(margins)
     risks = np.vstack([model.calibrator.predict(m) for m in matrix])
     base = model.risk(valid)
@@ -201,7 +197,7 @@ def fit_ensemble(model: object, valid: pd.DataFrame, y: np.ndarray, members: int
     sd = matrix.std(axis=0, ddof=1)
     if model.kind == "logistic":
         ensemble = BootstrapEnsemble("linear", level, members, mape, list(design.columns),
-                                     covariance=np.cov(coefs, rowvar=False))
+                                     covariance=np.cov(np.array(coefs), rowvar=False))
     elif model.kind == "xgboost":
         emulator = xgb.XGBRegressor(**_EMULATOR, tree_method="hist", enable_categorical=True,
                                     max_cat_to_onehot=1, n_jobs=2, random_state=seed)
