@@ -64,7 +64,7 @@ PUBLISHED_SEVERE_RATE: dict[tuple[str, str], float] = {
 PRODUCT_COLUMN = "product"  # the driver reads "Product <name>"; its value is the prior's log-odds
 
 # The parsimonious model's factors, strongest evidence first. Each is a block of design columns
-# (a missing-value indicator joins a column that had missing values in training). When the cohort
+# (see MISSING_INDICATORS). When the cohort
 # cannot support every factor (Riley's criteria 1 and 2), the model keeps the leading factors
 # that it can support: the order is fixed here, never chosen from the data.
 PARSIMONIOUS_FACTORS: tuple[tuple[str, tuple[str, ...], str], ...] = (
@@ -86,6 +86,11 @@ PARSIMONIOUS_FACTORS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("ferritin", ("log_ferritin",),
      "weak: ferritin alone did not predict severe CRS in Teachey 2016"),
 )
+
+# Missing values are imputed at the training median; only burden also gets a missing-value
+# indicator (a marrow or imaging assessment not done is itself informative), so that missing labs
+# cost no parameters.
+MISSING_INDICATORS = ("tumour_burden",)
 
 # Directions XGBoost may learn (+1: risk can only rise with the feature, -1: only fall). Only
 # factors with a published direction are constrained; the rest are free. Categoricals (product,
@@ -185,8 +190,9 @@ class ParsimoniousFeatures(FeatureBuilder):
             for column in columns:
                 if column in design and design[column].std() > 1e-9:
                     block.append(column)
-                    if f"{column}_missing" in design and design[f"{column}_missing"].std() > 1e-9:
-                        block.append(f"{column}_missing")
+                    flag = f"{column}_missing"
+                    if column in MISSING_INDICATORS and flag in design and design[flag].std() > 0:
+                        block.append(flag)
             if not block:
                 continue  # constant on this cohort (one product, no missing values): no parameter
             if kept and len(kept) + len(block) > self.budget_:

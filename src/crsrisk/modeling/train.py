@@ -52,6 +52,7 @@ __all__ = [
     "COMPARATOR_INPUTS",
     "XGB_SPACE",
     "MIN_EVENTS",
+    "MIN_ISOTONIC_EVENTS",
     "TrainingError",
     "CandidateResult",
     "TrainingResult",
@@ -89,6 +90,9 @@ XGB_SPACE = {
     "reg_lambda": [1.0, 5.0, 20.0],
 }
 MIN_EVENTS = 10
+# Isotonic calibration fits a step per distinct level: on fewer events than this in the smaller
+# class its steps are noise (and its ties cost discrimination), so only the sigmoid is tried.
+MIN_ISOTONIC_EVENTS = 100
 # The tree design's columns (fixed by FeatureBuilder), for the monotone constraints.
 _TREE_COLUMNS = (*CONTINUOUS_FEATURES, *BINARY_FEATURES, *CATEGORICAL_FEATURES)
 KIND = {"parsimonious": "logistic", "xgboost_monotone": "xgboost"}  # RiskModel kind by candidate
@@ -350,7 +354,9 @@ def fit_candidate(
         if best is None or loss < best[0]:
             best = (loss, params, estimator, margin)
     _, params, estimator, margin = best
-    method, oof_risk, cal_scores = choose_calibration(margin, y, config.calibration, folds)
+    methods = [m for m in config.calibration
+               if m != "isotonic" or min(y.sum(), len(y) - y.sum()) >= MIN_ISOTONIC_EVENTS]
+    method, oof_risk, cal_scores = choose_calibration(margin, y, methods or ["sigmoid"], folds)
     cv_metrics = {
         "cv_log_loss": log_loss(y, oof_risk, labels=[0, 1]),
         "cv_auroc": roc_auc_score(y, oof_risk),
