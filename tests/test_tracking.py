@@ -95,7 +95,8 @@ def test_run_holds_config_fingerprint_versions_candidates_and_plots(client):
         [run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
     assert sorted(c.info.run_name for c in children) == ["logistic", "m_easix", "xgboost"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
-    assert artifacts == {"plots/roc_test.png", "plots/calibration_test.png"}
+    assert artifacts == {"plots/roc_test.png", "plots/calibration_test.png",
+                         "plots/instability.png"}
     assert float(version.tags["metric.test_auroc"]) > 0.6
 
 
@@ -116,8 +117,11 @@ def test_signature_round_trips_and_model_returns_the_score_table(client, workdir
     assert model.metadata.signature == signature()
     valid = validate(pd.read_csv(workdir / "cohort.csv", dtype=str).head(5)).valid
     scores = model.predict(to_wire(valid))
-    assert list(scores.columns) == ["patient_id", "risk", "risk_tier", "top_drivers",
-                                    "planning", "model_name", "model_version"]
+    assert list(scores.columns) == ["patient_id", "risk", "risk_lower", "risk_upper",
+                                    "risk_tier", "top_drivers", "planning", "model_name",
+                                    "model_version"]
+    assert (scores["risk_lower"] <= scores["risk"]).all()
+    assert (scores["risk"] <= scores["risk_upper"]).all()
     assert scores["model_version"].unique().tolist() == ["1"]
 
 

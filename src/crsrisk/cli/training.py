@@ -35,8 +35,11 @@ def train(
     valid = loaded.result.valid
     loaded_at = time.perf_counter()
     from crsrisk.modeling.candidates import check_candidates
+    from crsrisk.modeling.train import check_training_table
 
-    say_sample_size(check_candidates(valid, labels.severe.astype(int).to_numpy(), cfg),
+    severe = labels.severe.astype(int)
+    check_training_table(valid, severe, cfg)  # refuse unusable tables before anything else
+    say_sample_size(check_candidates(valid, severe.to_numpy(), cfg),
                     cfg.sample_size.anticipated_auroc)
     result = train_models(valid, labels.severe, cfg)
     for note in result.warnings:
