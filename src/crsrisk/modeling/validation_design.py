@@ -122,7 +122,7 @@ def bootstrap_optimism(
     apparent
         Performance of the final models on ``valid`` itself, per candidate and `SELECTED`.
     repeats
-        Bootstrap resamples (resamples with one outcome only are drawn again, up to a limit).
+        Bootstrap resamples (a resample with one outcome only is left out of the mean).
     seed, n_jobs
         Reproducibility and parallel repeats.
 
@@ -133,9 +133,9 @@ def bootstrap_optimism(
     """
     start = time.perf_counter()
     y = np.asarray(y, dtype=int)
-    seeds = np.random.SeedSequence(seed).generate_state(repeats * 2)
+    seeds = np.random.SeedSequence(seed).generate_state(repeats)
     runs = Parallel(n_jobs=n_jobs)(
-        delayed(_one_repeat)(develop, valid, y, int(s)) for s in seeds[:repeats]
+        delayed(_one_repeat)(develop, valid, y, int(s)) for s in seeds
     )
     done = [r for r in runs if r is not None]
     selections: dict[str, int] = {}
