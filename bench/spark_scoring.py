@@ -70,6 +70,9 @@ def register_model(folder: Path) -> tuple[str, str]:
             "candidates": ("xgboost",),
             "cv": config.cv.model_copy(update={"folds": 3}),
             "search": config.search.model_copy(update={"xgboost_trials": 1}),
+            # XGBoost whatever the cohort's size, on a held-out split, as the bench measures.
+            "validation": config.validation.model_copy(update={"design": "split"}),
+            "sample_size": config.sample_size.model_copy(update={"force": ("xgboost",)}),
             "tracking": config.tracking.model_copy(
                 update={
                     "uri": f"sqlite:///{folder / 'mlflow.db'}",

@@ -112,6 +112,11 @@ def fast_config(folder: Path, **overrides):
             update={"uri": f"sqlite:///{folder / 'mlflow.db'}",
                     "artifact_root": str(folder / "mlartifacts")}
         ),
+        # The split design and every candidate, as before sample-size checks (tests of those
+        # set them); few bootstrap refits for the intervals.
+        "validation": config.validation.model_copy(update={"design": "split"}),
+        "sample_size": config.sample_size.model_copy(update={"skip_unsupported": False}),
+        "uncertainty": config.uncertainty.model_copy(update={"models": 8}),
         **overrides,
     }
     return config.model_copy(update=settings)

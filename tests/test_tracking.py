@@ -108,7 +108,8 @@ def test_run_holds_config_fingerprint_versions_candidates_and_plots(client):
         [run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
     assert sorted(c.info.run_name for c in children) == ["logistic", "m_easix", "xgboost"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
-    assert artifacts == {"plots/roc_test.png", "plots/calibration_test.png"}
+    assert artifacts == {"plots/roc_test.png", "plots/calibration_test.png",
+                         "plots/instability.png"}
     assert float(version.tags["metric.test_auroc"]) > 0.6
 
 
@@ -132,6 +133,8 @@ def test_signature_round_trips_and_model_returns_the_score_table(client, workdir
     # The score table with each row's status and problems (one answer per input row).
     assert list(scores.columns) == list(OUTPUT_COLUMNS)
     assert scores["status"].tolist() == ["scored"] * 5
+    assert (scores["risk_lower"] <= scores["risk"]).all()
+    assert (scores["risk"] <= scores["risk_upper"]).all()
     assert scores["model_version"].unique().tolist() == ["1"]
     # The data scientist's first move: the CSV as pandas reads it (int64, bool, float, text).
     as_read = model.predict(pd.read_csv(workdir / "cohort.csv").head(5))

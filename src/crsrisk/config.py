@@ -31,11 +31,16 @@ __all__ = [
     "CVConfig",
     "SearchConfig",
     "TierConfig",
+    "SampleSizeConfig",
+    "ValidationConfig",
+    "UncertaintyConfig",
     "PromotionConfig",
     "TrackingConfig",
     "MIN_CELL_FLOOR",
     "PrivacyConfig",
     "PlanningAction",
+    "TierActions",
+    "ClassPlanning",
     "ScoreConfig",
     "SimulationConfig",
     "TrainConfig",
@@ -51,7 +56,8 @@ DEFAULTS: Traversable = importlib.resources.files("crsrisk") / "defaults"
 # A project's own settings, looked for in the working directory and the folders above it.
 PROJECT_FILE = "crsrisk.toml"
 DEFAULT_MODEL_URI = "models:/crs-severe@champion"  # the champion in the registry
-CANDIDATES = ("m_easix", "easix", "car_hematotox", "logistic", "xgboost")
+CANDIDATES = ("m_easix", "easix", "car_hematotox", "parsimonious", "logistic", "xgboost",
+              "xgboost_monotone")
 
 
 class ConfigError(CrsriskError, ValueError):
@@ -76,9 +82,37 @@ class SearchConfig(_Strict):
     xgboost_trials: int = Field(6, ge=1, le=100)
     logistic_c: tuple[float, ...] = (0.03, 0.3, 3.0)
     logistic_splines: tuple[bool, ...] = (False, True)
+    parsimonious_c: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0)
+
+
+class SampleSizeConfig(_Strict):
+    """Riley et al. minimum sample size, checked per candidate before fitting."""
+
+    anticipated_auroc: float = Field(0.78, gt=0.5, lt=1.0)
+    skip_unsupported: bool = True
+    force: tuple[Literal[CANDIDATES], ...] = ()  # type: ignore[valid-type]  # candidates to fit even where the cohort cannot support them
+
+
+class ValidationConfig(_Strict):
+    """Split-sample or bootstrap internal validation, chosen by the smaller class's size."""
+
+    design: Literal["auto", "split", "bootstrap"] = "auto"
+    bootstrap_below: int = Field(200, ge=1)  # auto: bootstrap when the smaller class is below
+    bootstrap_repeats: int = Field(200, ge=2, le=5000)
+    n_jobs: int = Field(1, ge=1, le=64)
+
+
+class UncertaintyConfig(_Strict):
+    """Per-patient intervals from bootstrap refits of the selected model."""
+
+    models: int = Field(40, ge=0, le=1000)  # 0: no intervals
+    level: float = Field(0.90, gt=0.5, lt=1.0)
 
 
 class TierConfig(_Strict):
+    """Targets of `choose_tiers` (thresholds placed by sensitivity and NPV). Training no longer
+    uses it: tiers come from the planning actions of the score config."""
+
     high_sensitivity: float = Field(0.80, gt=0.0, lt=1.0)
     low_npv: float = Field(0.98, gt=0.0, lt=1.0)
 
@@ -116,11 +150,49 @@ class PrivacyConfig(_Strict):
 class PlanningAction(_Strict):
     text: str
     evidence: str
+    # Only for these diagnoses (empty: all); e.g. an action whose evidence is from myeloma.
+    diagnoses: tuple[str, ...] = ()
+
+
+class TierActions(_Strict):
+    """The actions of one tier, and the risk at which a team would take them."""
+
+    risk_at_least: float | None = Field(None, gt=0.0, lt=1.0)  # None for the low tier
+    why: str = ""  # why a team acts at this risk
+    actions: tuple[PlanningAction, ...]
+
+
+class ClassPlanning(_Strict):
+    """Tiers and planning actions of one therapy class."""
+
+    low: TierActions
+    intermediate: TierActions
+    high: TierActions
+
+    @pydantic.model_validator(mode="after")
+    def _thresholds(self) -> ClassPlanning:
+        if self.low.risk_at_least is not None:
+            raise ValueError("the low tier has no risk_at_least: it is everything below "
+                             "intermediate")
+        lower, upper = self.intermediate.risk_at_least, self.high.risk_at_least
+        if lower is None or upper is None:
+            raise ValueError("intermediate and high each need risk_at_least")
+        if not lower < upper:
+            raise ValueError(f"intermediate's risk_at_least ({lower}) must be below high's "
+                             f"({upper})")
+        return self
 
 
 class ScoreConfig(_Strict):
     disclaimer: str
-    planning: dict[Literal["low", "intermediate", "high"], tuple[PlanningAction, ...]]
+    therapy_classes: dict[Literal["CAR-T", "bispecific"], ClassPlanning]
+
+    @pydantic.model_validator(mode="after")
+    def _every_class(self) -> ScoreConfig:
+        missing = {"CAR-T", "bispecific"} - set(self.therapy_classes)
+        if missing:
+            raise ValueError(f"therapy_classes needs {', '.join(sorted(missing))}")
+        return self
 
 
 class TrainConfig(_Strict):
@@ -132,6 +204,9 @@ class TrainConfig(_Strict):
     calibration: tuple[Literal["sigmoid", "isotonic"], ...] = ("sigmoid", "isotonic")
     selection_metric: Literal["log_loss"] = "log_loss"
     tiers: TierConfig = TierConfig()
+    sample_size: SampleSizeConfig = SampleSizeConfig()
+    validation: ValidationConfig = ValidationConfig()
+    uncertainty: UncertaintyConfig = UncertaintyConfig()
     drivers_top_k: int = Field(3, ge=1, le=20)
     promotion: PromotionConfig = PromotionConfig()
     tracking: TrackingConfig = TrackingConfig()

@@ -17,7 +17,8 @@ from crsrisk.cli.common import (
     user_errors,
 )
 
-__all__ = ["train", "promote", "models"]
+__all__ = ["train", "promote", "models", "say_sample_size", "say_split", "say_bootstrap",
+           "say_tiers"]
 
 
 @app.command()
@@ -47,24 +48,23 @@ def train(
     loaded, labels = labelled_cohort(data, events, mapping)
     valid = loaded.result.valid
     loaded_at = time.perf_counter()
+    from crsrisk.modeling.candidates import check_candidates
+    from crsrisk.modeling.train import check_training_table
+
+    severe = labels.severe.astype(int)
+    check_training_table(valid, severe, cfg)  # refuse unusable tables before anything else
+    say_sample_size(check_candidates(valid, severe.to_numpy(), cfg),
+                    cfg.sample_size.anticipated_auroc)
     with training_progress() as progress:
         result = train_models(valid, labels.severe, cfg, progress=progress)
     for note in result.warnings:
         say(f"warning: {note}")
     trained_at = time.perf_counter()
-    say(f"{'candidate':<14}{'cv log loss':>12}{'cv AUROC':>10}{'test log loss':>15}"
-        f"{'test AUROC':>12}{'calibration':>13}")
-    for c in result.candidates:
-        mark = " <- selected" if c is result.selected else ""
-        say(f"{c.name:<14}{c.cv_metrics['cv_log_loss']:>12.4f}{c.cv_metrics['cv_auroc']:>10.3f}"
-            f"{c.test_metrics['log_loss']:>15.4f}{c.test_metrics['auroc']:>12.3f}"
-            f"{c.calibration:>13}{mark}")
-    selected = result.selected
-    auroc = selected.test_intervals.set_index("metric").loc["auroc"]
-    gap = selected.cv_metrics["cv_auroc"] - selected.test_metrics["auroc"]
-    say(f"selected {selected.name}: test AUROC {auroc['estimate']:.3f} (95% CI "
-        f"{auroc['lower']:.3f}-{auroc['upper']:.3f}, {selected.test_metrics['events']} events in "
-        f"{len(result.test_index):,} test rows); CV-to-test AUROC gap {gap:+.3f}")
+    if result.design == "split":
+        say_split(result)
+    else:
+        say_bootstrap(result)
+    say_tiers(result, valid)
     store = connect(cfg.tracking)
     try:
         registered = log_and_register(store, result, cfg, valid, labels.severe,
@@ -78,6 +78,82 @@ def train(
     say(f"time: load+validate {loaded_at - start:.1f} s, train {trained_at - loaded_at:.1f} s, "
         f"log+register {done - trained_at:.1f} s, total {done - start:.1f} s")
     typer.echo(f"{registered.model_uri} version {registered.version}")
+
+
+def say_sample_size(sizes, auroc: float) -> None:
+    """Riley et al. minimum sample size per candidate, and the decision."""
+    if not sizes:
+        return
+    first = sizes[0].size
+    say(f"sample size (Riley et al.; anticipated AUROC {auroc}, prevalence "
+        f"{first.prevalence:.3f}, {first.available_n:,} patients; criterion 3, the overall "
+        f"risk within +-0.05, needs {first.n_risk:,} whatever the model):")
+    say(f"  {'candidate':<17}{'parameters':>11}{'min n':>8}{'min events':>11}  decision")
+    for c in sizes:
+        say(f"  {c.name:<17}{c.size.parameters:>11}{c.size.parameter_n:>8,}"
+            f"{round(c.size.parameter_n * c.size.prevalence):>11,}  {c.reason}")
+
+
+def say_split(result) -> None:
+    say(f"{'candidate':<17}{'cv log loss':>12}{'cv AUROC':>10}{'test log loss':>15}"
+        f"{'test AUROC':>12}{'calibration':>13}")
+    for c in result.candidates:
+        mark = " <- selected" if c is result.selected else ""
+        say(f"{c.name:<17}{c.cv_metrics['cv_log_loss']:>12.4f}{c.cv_metrics['cv_auroc']:>10.3f}"
+            f"{c.test_metrics['log_loss']:>15.4f}{c.test_metrics['auroc']:>12.3f}"
+            f"{c.calibration:>13}{mark}")
+    selected = result.selected
+    auroc = selected.test_intervals.set_index("metric").loc["auroc"]
+    gap = selected.cv_metrics["cv_auroc"] - selected.test_metrics["auroc"]
+    say(f"selected {selected.name}: test AUROC {auroc['estimate']:.3f} (95% CI "
+        f"{auroc['lower']:.3f}-{auroc['upper']:.3f}, {selected.test_metrics['events']} events in "
+        f"{len(result.test_index):,} test rows); CV-to-test AUROC gap {gap:+.3f}")
+
+
+def say_bootstrap(result) -> None:
+    """Apparent and optimism-corrected figures of every candidate and of the procedure."""
+    opt = result.optimism
+    say(f"validation: developed on all {len(result.train_index):,} rows; optimism from "
+        f"{opt.repeats} bootstrap repeats of the whole procedure (search, calibration, "
+        f"selection) in {opt.seconds:.0f} s ({opt.seconds / max(opt.repeats, 1):.1f} s a repeat)")
+    say(f"{'candidate':<17}{'cv AUROC':>9}{'apparent':>9}{'corrected':>10}{'slope':>7}"
+        f"{'intercept':>10}{'Brier':>7}")
+    table = opt.table.set_index(["candidate", "metric"])
+    for name in [c.name for c in result.candidates] + ["selected"]:
+        cv = next((f"{c.cv_metrics['cv_auroc']:>9.3f}" for c in result.candidates
+                   if c.name == name), f"{'':>9}")
+        mark = f" <- {result.selected.name}" if name == "selected" else ""
+        say(f"{name:<17}{cv}{table.loc[(name, 'auroc'), 'apparent']:>9.3f}"
+            f"{table.loc[(name, 'auroc'), 'corrected']:>10.3f}"
+            f"{table.loc[(name, 'calibration_slope'), 'corrected']:>7.2f}"
+            f"{table.loc[(name, 'calibration_intercept'), 'corrected']:>+10.2f}"
+            f"{table.loc[(name, 'brier'), 'corrected']:>7.3f}{mark}")
+    picks = ", ".join(f"{k} {v}" for k, v in sorted(opt.selections.items()))
+    say(f"the procedure selected, across repeats: {picks}; the 'selected' row is its honest "
+        "figure, selection included")
+
+
+def say_tiers(result, valid) -> None:
+    """Action thresholds with the sensitivity and NPV they reach, and tier counts per class."""
+    from crsrisk.modeling.tiers import tier_counts
+
+    say("tiers (risk thresholds of the planning actions; sensitivity and NPV on out-of-fold "
+        "risks, reported, not used to place them):")
+    for r in result.thresholds.itertuples():
+        sens = "n/a" if r.sensitivity != r.sensitivity else f"{r.sensitivity:.2f}"
+        npv = "n/a" if r.npv != r.npv else f"{r.npv:.3f}"
+        note = f" ({r.note})" if r.note else ""
+        say(f"  {r.therapy_class:<11}{r.tier:<13} risk >= {r.risk_at_least:<6} sensitivity "
+            f"{sens}, NPV {npv}, {r.at_or_above}/{r.rows} at or above{note}")
+    train = valid.loc[result.train_index]
+    counts = tier_counts(result.selected.model.score(train, drivers=False), train)
+    say("tier counts on the development rows:")
+    for line in counts.to_string().splitlines():
+        say(f"  {line}")
+    ensemble = result.selected.model.uncertainty
+    if ensemble is not None:
+        say(f"per-patient {ensemble.level:.0%} intervals from {ensemble.members} bootstrap "
+            f"refits ({ensemble.method}); mean absolute prediction error {ensemble.mape:.4f}")
 
 
 @app.command()

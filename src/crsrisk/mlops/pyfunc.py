@@ -77,6 +77,8 @@ def signature() -> ModelSignature:
         ColSpec("string", "patient_id", required=False),
         ColSpec("string", "status"),
         ColSpec("double", "risk", required=False),
+        ColSpec("double", "risk_lower", required=False),
+        ColSpec("double", "risk_upper", required=False),
         *(ColSpec("string", name, required=False)
           for name in ("risk_tier", "top_drivers", "planning")),
         ColSpec("string", "model_name"),

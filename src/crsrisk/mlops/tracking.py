@@ -60,7 +60,9 @@ __all__ = [
 
 LIBRARIES = ("pandas", "pandera", "scikit-learn", "xgboost", "shap", "mlflow", "numpy")
 VERSION_METRICS = ("test_auroc", "test_log_loss", "test_brier", "test_calibration_slope",
-                   "test_calibration_intercept", "cv_log_loss", "cv_auroc")
+                   "test_calibration_intercept", "cv_log_loss", "cv_auroc", "corrected_auroc",
+                   "corrected_calibration_slope", "corrected_calibration_intercept",
+                   "corrected_brier")
 
 
 def git_commit() -> str:
@@ -217,7 +219,9 @@ def log_and_register(
              "warnings": result.warnings},
             "selection.json",
         )
-        for path, figure in _plots(result, y_test).items():
+        figures = _plots(result, y_test) if len(result.test_index) else {}
+        figures.update(_small_data_records(result, valid))
+        for path, figure in figures.items():
             mlflow.log_figure(figure, path)
             plt.close(figure)
         selected.model.info.update({"data_sha256": fingerprint["data_sha256"],
@@ -227,7 +231,9 @@ def log_and_register(
         info = log_risk_model(selected.model)
         run_id = run.info.run_id
     metrics = {**selected.cv_metrics, **{f"test_{k}": v for k, v in
-                                         selected.test_metrics.items()}}
+                                         selected.test_metrics.items()},
+               **({f"corrected_{k}": v for k, v in result.optimism.corrected().items()}
+                  if result.optimism else {})}
     tags = {f"{METRIC_TAG_PREFIX}{k}": f"{metrics[k]:.6f}" for k in VERSION_METRICS
             if k in metrics}
     tags.update({"candidate": selected.name, "contract_version": CONTRACT_VERSION,
@@ -241,14 +247,45 @@ def log_and_register(
                            is_champion, decision)
 
 
+def _small_data_records(result: TrainingResult, valid: pd.DataFrame) -> dict[str, plt.Figure]:
+    """Log the sample-size table, optimism, thresholds and instability (aggregates only)."""
+    from crsrisk.modeling.uncertainty import instability_plot
+
+    mlflow.log_dict({"design": result.design,
+                     "sample_size": [c.as_dict() for c in result.sample_size]},
+                    "sample_size.json")
+    for c in result.sample_size:
+        mlflow.log_metric(f"sample_size_min_n_{c.name}", c.size.parameter_n)
+    mlflow.log_param("validation_design", result.design)
+    if result.optimism is not None:
+        mlflow.log_dict({"optimism": result.optimism.table.to_dict("records"),
+                         "selections": result.optimism.selections,
+                         "repeats": result.optimism.repeats}, "optimism.json")
+        mlflow.log_metrics({f"corrected_{k}": v for k, v in result.optimism.corrected().items()
+                            if np.isfinite(v)})
+    if result.thresholds is not None:
+        mlflow.log_dict({"thresholds": result.thresholds.to_dict("records")}, "tiers.json")
+    ensemble = result.selected.model.uncertainty
+    if ensemble is None or result.ensemble_risk is None:
+        return {}
+    mlflow.log_metric("instability_mape", ensemble.mape)
+    model_risk = result.selected.model.risk(valid.loc[result.train_index])
+    return {"plots/instability.png": instability_plot(model_risk, result.ensemble_risk)}
+
+
 def _decide_champion(store, version, result, valid, y_test, config) -> str:
     metric = config.promotion.metric
-    test = valid.loc[result.test_index]
-    champion, champion_value = _champion_loss(store, test, y_test, metric)
-    ours = result.selected.test_metrics[metric]
+    champion = version_by_alias(store, CHAMPION)
     if champion is None:
         set_alias(store, CHAMPION, version, "first champion: no champion existed")
         return f"version {version} is the first champion"
+    if not len(result.test_index):
+        return (f"version {version} stays challenger: it was developed on every row (bootstrap "
+                "validation), so there are no held-out rows to compare it with champion "
+                f"{champion} on; compare them with crsrisk evaluate on new rows, then promote")
+    test = valid.loc[result.test_index]
+    champion, champion_value = _champion_loss(store, test, y_test, metric)
+    ours = result.selected.test_metrics[metric]
     if champion_value is None:
         return (f"version {version} stays challenger: champion {champion} was built for "
                 "another contract version; compare them with crsrisk evaluate, then promote")

@@ -34,6 +34,7 @@ from crsrisk.explain.drivers import (
 )
 from crsrisk.features.builder import FeatureBuilder
 from crsrisk.features.published import PUBLISHED_SCORES, ScoreComparator
+from crsrisk.modeling.candidates import ParsimoniousFeatures
 
 __all__ = [
     "BOOSTER_FILE",
@@ -215,7 +216,9 @@ class ScoreAdapter:
 
 
 def _features(state: dict, kind: str) -> FeatureBuilder:
-    features = FeatureBuilder.from_dict(state["features"])
+    saved = state["features"]
+    builder = ParsimoniousFeatures if "parsimonious" in saved else FeatureBuilder
+    features = builder.from_dict(saved)
     if features.kind != kind:
         raise ValueError(f"{kind} features expected, {features.kind} found")
     return features

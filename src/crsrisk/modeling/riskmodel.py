@@ -38,6 +38,8 @@ from crsrisk.modeling.calibration import (
     Recalibrated,
     calibrator_from_dict,
 )
+from crsrisk.modeling.tiers import ActionTiers
+from crsrisk.modeling.uncertainty import BootstrapEnsemble
 
 # PROBABILITY_FLOOR, Calibrator and Recalibrated live in crsrisk.modeling.calibration; they are
 # re-exported here for callers that import them with the model.
@@ -45,6 +47,7 @@ __all__ = [
     "PROBABILITY_FLOOR",
     "DRIVER_SCALE",
     "SCORE_COLUMNS",
+    "FLOAT_SCORE_COLUMNS",
     "TIERS",
     "MODEL_FILE",
     "FORMAT_VERSION",
@@ -58,12 +61,15 @@ DRIVER_SCALE = "log-odds of the model before calibration"
 SCORE_COLUMNS = (
     "patient_id",
     "risk",
+    "risk_lower",  # 90 % interval across bootstrap refits (empty when the model has none)
+    "risk_upper",
     "risk_tier",
     "top_drivers",
     "planning",
     "model_name",
     "model_version",
 )
+FLOAT_SCORE_COLUMNS = ("risk", "risk_lower", "risk_upper")
 TIERS = ("low", "intermediate", "high")
 MODEL_FILE = "model.json"
 FORMAT = "crsrisk risk model"
@@ -125,6 +131,10 @@ class RiskModel:
     version: str = "unregistered"
     contract_version: str = CONTRACT_VERSION
     info: dict = field(default_factory=dict)
+    # Per-patient intervals (None: risk_lower and risk_upper stay empty) and tiers per therapy
+    # class (None: `tiers` and `planning` for every row). Both are plain data: to_dict/from_dict.
+    uncertainty: BootstrapEnsemble | None = None
+    action_tiers: ActionTiers | None = None
 
     @property
     def kind(self) -> str:
@@ -166,15 +176,26 @@ class RiskModel:
         else:
             top = pd.Series(pd.NA, index=valid.index, dtype="str")
         risk = self.calibrator.predict(margin)
-        codes = self.tiers.codes(risk)
+        if self.uncertainty is not None:
+            lower, upper = self.uncertainty.interval(design, margin, self.calibrator)
+        else:
+            lower = upper = np.full(len(risk), np.nan)
+        if self.action_tiers is not None:
+            codes = self.action_tiers.codes(valid, risk)
+            choices, plan = self.action_tiers.planning(valid, codes)
+        else:
+            codes = self.tiers.codes(risk)
+            choices, plan = [self.planning.get(t) for t in TIERS], codes
         n = np.zeros(len(risk), dtype=np.int8)
         return pd.DataFrame(
             {
                 "patient_id": valid["patient_id"].astype("str"),
                 "risk": risk,
+                "risk_lower": lower,
+                "risk_upper": upper,
                 "risk_tier": _texts(list(TIERS), codes, valid.index),
                 "top_drivers": top,
-                "planning": _texts([self.planning.get(t) for t in TIERS], codes, valid.index),
+                "planning": _texts(choices, plan, valid.index),
                 "model_name": _texts([self.name], n, valid.index),
                 "model_version": _texts([str(self.version)], n, valid.index),
             },
@@ -198,6 +219,8 @@ class RiskModel:
             "version": str(self.version),
             "contract_version": self.contract_version,
             "info": self.info,
+            "uncertainty": None if self.uncertainty is None else self.uncertainty.to_dict(),
+            "action_tiers": None if self.action_tiers is None else self.action_tiers.to_dict(),
             "drivers_scale": DRIVER_SCALE,
             "written_with": {"python": platform.python_version(), "xgboost": xgb.__version__},
         }
@@ -268,6 +291,10 @@ class RiskModel:
                 version=str(document["version"]),
                 contract_version=str(document["contract_version"]),
                 info=dict(document["info"]),
+                uncertainty=(None if document.get("uncertainty") is None
+                             else BootstrapEnsemble.from_dict(document["uncertainty"])),
+                action_tiers=(None if document.get("action_tiers") is None
+                              else ActionTiers.from_dict(document["action_tiers"])),
             )
         except ModelError:
             raise

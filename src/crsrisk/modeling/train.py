@@ -22,17 +22,39 @@ from sklearn.pipeline import Pipeline
 from crsrisk.config import TrainConfig
 from crsrisk.errors import CrsriskError
 from crsrisk.evaluation.metrics import bootstrap_metrics, point_metrics
-from crsrisk.features.builder import FeatureBuilder
+from crsrisk.features.builder import (
+    BINARY_FEATURES,
+    CATEGORICAL_FEATURES,
+    CONTINUOUS_FEATURES,
+    FeatureBuilder,
+)
 from crsrisk.features.published import ScoreComparator
 from crsrisk.modeling.adapters import fitted_adapter
 from crsrisk.modeling.calibration import Calibrator
+from crsrisk.modeling.candidates import (
+    CandidateSize,
+    ParsimoniousFeatures,
+    check_candidates,
+    monotone_constraints,
+)
 from crsrisk.modeling.riskmodel import RiskModel, Tiers
+from crsrisk.modeling.tiers import ActionTiers, threshold_performance
+from crsrisk.modeling.uncertainty import fit_ensemble
+from crsrisk.modeling.validation_design import (
+    SELECTED,
+    Developed,
+    Optimism,
+    bootstrap_design,
+    bootstrap_optimism,
+    performance,
+)
 
 __all__ = [
     "COMPARATORS",
     "COMPARATOR_INPUTS",
     "XGB_SPACE",
     "MIN_EVENTS",
+    "MIN_ISOTONIC_EVENTS",
     "TrainingError",
     "CandidateResult",
     "TrainingResult",
@@ -49,6 +71,7 @@ __all__ = [
     "choose_tiers",
     "fit_candidate",
     "planning_texts",
+    "develop",
     "train_models",
     "iter_metrics",
 ]
@@ -71,6 +94,12 @@ XGB_SPACE = {
     "reg_lambda": [1.0, 5.0, 20.0],
 }
 MIN_EVENTS = 10
+# Isotonic calibration fits a step per distinct level: on fewer events than this in the smaller
+# class its steps are noise (and its ties cost discrimination), so only the sigmoid is tried.
+MIN_ISOTONIC_EVENTS = 100
+# The tree design's columns (fixed by FeatureBuilder), for the monotone constraints.
+_TREE_COLUMNS = (*CONTINUOUS_FEATURES, *BINARY_FEATURES, *CATEGORICAL_FEATURES)
+KIND = {"parsimonious": "logistic", "xgboost_monotone": "xgboost"}  # RiskModel kind by candidate
 
 
 class TrainingError(CrsriskError):
@@ -91,6 +120,7 @@ class CandidateResult:
     test_metrics: dict[str, float] = field(default_factory=dict)
     search: list[dict] = field(default_factory=list)
     test_intervals: pd.DataFrame | None = None  # bootstrap 95% intervals (selected model only)
+    apparent: dict[str, float] = field(default_factory=dict)  # on all development rows
 
 
 @dataclass
@@ -98,9 +128,14 @@ class TrainingResult:
     candidates: list[CandidateResult]
     selected: CandidateResult
     train_index: pd.Index
-    test_index: pd.Index
+    test_index: pd.Index  # empty under the bootstrap design: every row develops the model
     timings: dict[str, float]
     warnings: list[str]
+    sample_size: list[CandidateSize] = field(default_factory=list)
+    design: str = "split"  # "split" or "bootstrap"
+    optimism: Optimism | None = None  # bootstrap design: optimism-corrected figures
+    ensemble_risk: np.ndarray | None = None  # bootstrap models' risks, development rows
+    thresholds: pd.DataFrame | None = None  # sensitivity and NPV each action threshold reaches
 
 
 # ------------------------------------------------------------------------------------------
@@ -241,11 +276,20 @@ def make_estimator(name: str, params: dict, seed: int) -> Pipeline | ScoreCompar
             ("features", FeatureBuilder(kind="linear", splines=params["splines"])),
             ("model", LogisticRegression(C=params["C"], max_iter=5000)),
         ])
-    if name == "xgboost":
+    if name == "parsimonious":
         return Pipeline([
-            ("features", FeatureBuilder(kind="tree")),
+            ("features", ParsimoniousFeatures()),
+            ("model", LogisticRegression(C=params["C"], max_iter=5000)),
+        ])
+    if name in ("xgboost", "xgboost_monotone"):
+        features = FeatureBuilder(kind="tree")
+        constraints = (monotone_constraints(list(_TREE_COLUMNS))
+                       if name == "xgboost_monotone" else None)
+        return Pipeline([
+            ("features", features),
             ("model", xgb.XGBClassifier(
                 **params,
+                monotone_constraints=constraints,
                 tree_method="hist",
                 enable_categorical=True,
                 max_cat_to_onehot=1,
@@ -260,6 +304,8 @@ def make_estimator(name: str, params: dict, seed: int) -> Pipeline | ScoreCompar
 def search_space(name: str, config: TrainConfig) -> list[dict]:
     if name in COMPARATORS:
         return [{}]
+    if name == "parsimonious":
+        return [{"C": c} for c in config.search.parsimonious_c]
     if name == "logistic":
         return [{"C": c, "splines": s} for c in config.search.logistic_c
                 for s in config.search.logistic_splines]
@@ -340,7 +386,9 @@ def fit_candidate(
         if best is None or loss < best[0]:
             best = (loss, params, estimator, margin)
     _, params, estimator, margin = best
-    method, oof_risk, cal_scores = choose_calibration(margin, y, config.calibration, folds)
+    methods = [m for m in config.calibration
+               if m != "isotonic" or min(y.sum(), len(y) - y.sum()) >= MIN_ISOTONIC_EVENTS]
+    method, oof_risk, cal_scores = choose_calibration(margin, y, methods or ["sigmoid"], folds)
     cv_metrics = {
         "cv_log_loss": log_loss(y, oof_risk, labels=[0, 1]),
         "cv_auroc": roc_auc_score(y, oof_risk),
@@ -348,10 +396,10 @@ def fit_candidate(
         **{f"cv_log_loss_{m}": s for m, s in cal_scores.items()},
     }
     risk_model = RiskModel(
-        adapter=fitted_adapter(name, clone(estimator).fit(valid, y)),
+        adapter=fitted_adapter(KIND.get(name, name), clone(estimator).fit(valid, y)),
         calibrator=Calibrator(method).fit(margin, y),
-        tiers=choose_tiers(oof_risk, y, config),
-        planning=planning_texts(config),
+        tiers=Tiers(*ActionTiers.from_config(config.score).thresholds["CAR-T"]),
+        planning={},
         top_k=config.drivers_top_k,
         name=config.tracking.model_name,
         info={"candidate": name, "calibration": method},
@@ -361,52 +409,115 @@ def fit_candidate(
 
 
 def planning_texts(config: TrainConfig) -> dict[str, str]:
-    """One line of planning actions per tier, from the score config."""
+    """One line of planning actions per tier for a row without therapy-class tiers (CAR-T's)."""
     assert config.score is not None, "load the config with load_train_config"
-    return {
-        tier: " | ".join(action.text for action in actions)
-        for tier, actions in config.score.planning.items()
-    }
+    tiers = ActionTiers.from_config(config.score)
+    return {tier: " | ".join(text.replace("{onset}", "through day 14")
+                             for text, diagnoses in tiers.actions["CAR-T"][tier] if not diagnoses)
+            for tier in ("low", "intermediate", "high")}
+
+
+def develop(
+    rows: pd.DataFrame, y: np.ndarray, positions: np.ndarray, names: list[str],
+    config: TrainConfig,
+) -> Developed:
+    """The whole development procedure on ``rows``: every candidate's search and calibration,
+    then selection by cross-validated log loss. Inner folds keep the copies of one patient
+    (same ``positions``) together, so a bootstrap resample cannot validate on its own rows."""
+    splitter = StratifiedGroupKFold(config.cv.folds, shuffle=True, random_state=config.seed)
+    folds = list(splitter.split(rows, y, positions))
+    fitted = {name: fit_candidate(name, rows, y, folds, config) for name in names}
+    selected = min(fitted, key=lambda n: fitted[n].cv_metrics["cv_log_loss"])
+    return Developed({n: c.model.risk for n, c in fitted.items()}, selected)
+
+
+def _split_or_all(valid, y_all, config) -> tuple[str, pd.Index, pd.Index]:
+    smaller = int(min(y_all.sum(), len(y_all) - y_all.sum()))
+    v = config.validation
+    if bootstrap_design(smaller, v.bootstrap_below, v.design):
+        return "bootstrap", valid.index, valid.index[:0]
+    return ("split", *split_train_test(valid, y_all, config))
 
 
 def train_models(
     valid: pd.DataFrame, severe: pd.Series, config: TrainConfig,
     progress: TrainingProgress | None = None,
 ) -> TrainingResult:
-    """Fit every candidate on the training rows, select by CV log loss, test on held-out rows.
+    """Fit every supported candidate, select by CV log loss, and validate internally.
+
+    Below ``validation.bootstrap_below`` events in the smaller class (or on request) every row
+    develops the model and the whole procedure is validated by the optimism bootstrap;
+    otherwise a held-out test set is used once. Candidates the cohort cannot support (Riley's
+    minimum sample size) are skipped, with the reason in ``sample_size``.
 
     ``progress``, when given, is called with a `TrainingStep` before each cross-validation fit.
     """
     timings: dict[str, float] = {}
     y_all = severe.astype(int)
     warnings = check_training_table(valid, y_all, config)
-    train_index, test_index = split_train_test(valid, y_all, config)
+    sizes = check_candidates(valid, y_all.to_numpy(), config)
+    names = [c.name for c in sizes if c.fitted]
+    if not names:
+        raise TrainingError(
+            f"The cohort ({len(y_all):,} rows, {int(y_all.sum())} events) cannot support any "
+            f"configured candidate ({', '.join(config.candidates)}): add parsimonious or a "
+            "published score to candidates, or list them under sample_size.force."
+        )
+    warnings += [f"{c.name}: {c.reason}" for c in sizes if "minimum" in c.reason]
+    design, train_index, test_index = _split_or_all(valid, y_all, config)
     train, test = valid.loc[train_index], valid.loc[test_index]
     y_train, y_test = y_all.loc[train_index].to_numpy(), y_all.loc[test_index].to_numpy()
     folds = cv_folds(train, y_all.loc[train_index], config)
+    planning = planning_texts(config)
+    action_tiers = ActionTiers.from_config(config.score)
     results = []
-    for number, name in enumerate(config.candidates, start=1):
+    for number, name in enumerate(names, start=1):
         start = time.perf_counter()
         step = None if progress is None else (
             lambda s, n, f, name=name, number=number: progress(TrainingStep(
-                name, number, len(config.candidates), s, n, f, len(folds))))
+                name, number, len(names), s, n, f, len(folds))))
         result = fit_candidate(name, train, y_train, folds, config, step)
-
-        result.test_risk = result.model.risk(test)
-        result.test_metrics = point_metrics(y_test, result.test_risk)
+        result.model.planning = planning
+        result.model.tiers = Tiers(*action_tiers.thresholds["CAR-T"])
+        result.model.action_tiers = action_tiers
+        result.apparent = performance(y_train, result.model.risk(train))
+        if len(test_index):
+            result.test_risk = result.model.risk(test)
+            result.test_metrics = point_metrics(y_test, result.test_risk)
         results.append(result)
         timings[f"candidate_{name}"] = time.perf_counter() - start
     selected = min(results, key=lambda r: r.cv_metrics["cv_log_loss"])
+    out = TrainingResult(results, selected, train_index, test_index, timings, warnings,
+                         sizes, design)
     start = time.perf_counter()
-    selected.test_intervals = bootstrap_metrics(y_test, selected.test_risk, n_boot=500,
-                                                seed=config.seed)
-    timings["test_bootstrap"] = time.perf_counter() - start
-    return TrainingResult(results, selected, train_index, test_index, timings, warnings)
+    if design == "split":
+        selected.test_intervals = bootstrap_metrics(y_test, selected.test_risk, n_boot=500,
+                                                    seed=config.seed)
+        timings["test_bootstrap"] = time.perf_counter() - start
+    else:
+        apparent = {r.name: r.apparent for r in results} | {SELECTED: selected.apparent}
+        out.optimism = bootstrap_optimism(
+            lambda rows, y, pos: develop(rows, y, pos, names, config), train, y_train,
+            apparent, config.validation.bootstrap_repeats, config.seed,
+            config.validation.n_jobs)
+        timings["optimism_bootstrap"] = time.perf_counter() - start
+    out.thresholds = threshold_performance(selected.oof_risk, y_train, train, action_tiers)
+    if config.uncertainty.models:
+        start = time.perf_counter()
+        ensemble, out.ensemble_risk = fit_ensemble(
+            selected.model, train, y_train, config.uncertainty.models,
+            config.uncertainty.level, config.seed)
+        selected.model.uncertainty = ensemble
+        timings["uncertainty"] = time.perf_counter() - start
+    return out
 
 
 def iter_metrics(result: TrainingResult) -> Iterator[tuple[str, dict[str, float]]]:
     for candidate in result.candidates:
+        corrected = result.optimism.corrected(candidate.name) if result.optimism else {}
         yield candidate.name, {
             **candidate.cv_metrics,
             **{f"test_{k}": v for k, v in candidate.test_metrics.items()},
+            **{f"apparent_{k}": v for k, v in candidate.apparent.items()},
+            **{f"corrected_{k}": v for k, v in corrected.items()},
         }

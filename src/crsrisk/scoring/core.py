@@ -20,7 +20,7 @@ from crsrisk.contract.spec import BASELINE_NAMES, OUTCOME_NAMES
 from crsrisk.contract.validate import stripped_text, validate
 from crsrisk.errors import ContractError
 from crsrisk.mlops.loading import DEFAULT_MODEL, load_model
-from crsrisk.modeling.riskmodel import SCORE_COLUMNS, RiskModel
+from crsrisk.modeling.riskmodel import FLOAT_SCORE_COLUMNS, SCORE_COLUMNS, RiskModel
 
 __all__ = [
     "CONTRACT_COLUMNS",
@@ -42,7 +42,8 @@ DEFAULT_CHUNK_SIZE = 100_000
 CONTRACT_COLUMNS = frozenset(BASELINE_NAMES) | frozenset(OUTCOME_NAMES)
 # The words contract.validate uses for a repeated patient_id.
 UNIQUE_WORDS = "must be unique in the table"
-SCORE_TYPES = {name: pa.float64() if name == "risk" else pa.string() for name in SCORE_COLUMNS}
+SCORE_TYPES = {name: pa.float64() if name in FLOAT_SCORE_COLUMNS else pa.string()
+               for name in SCORE_COLUMNS}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -167,7 +168,7 @@ def _reject_repeated(
 
 
 def _no_scores() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype="float64" if c == "risk" else "str")
+    return pd.DataFrame({c: pd.Series(dtype="float64" if c in FLOAT_SCORE_COLUMNS else "str")
                          for c in SCORE_COLUMNS})
 
 

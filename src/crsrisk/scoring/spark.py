@@ -38,7 +38,7 @@ from crsrisk.contract.mapping import SiteMapping
 from crsrisk.contract.spec import REJECTED_COLUMNS_DOC
 from crsrisk.errors import ContractError
 from crsrisk.io import table_format
-from crsrisk.modeling.riskmodel import SCORE_COLUMNS, RiskModel
+from crsrisk.modeling.riskmodel import FLOAT_SCORE_COLUMNS, SCORE_COLUMNS, RiskModel
 from crsrisk.scoring.core import DEFAULT_CHUNK_SIZE, resolve_model_and_mapping, score_frame
 from crsrisk.scoring.outputs import (
     ScoreOutputs,
@@ -138,7 +138,7 @@ def _layout(
     given = {f.name: f.dataType for f in schema.fields}
     types = []
     for name in scores.columns:
-        if name == "risk":
+        if name in FLOAT_SCORE_COLUMNS:
             types.append(DoubleType())
         elif name in given and name not in SCORE_COLUMNS:
             types.append(given[name])  # an extra column, carried through untouched

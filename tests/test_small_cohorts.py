@@ -1,0 +1,287 @@
+"""Small cohorts: a B-ALL cohort shaped like the public one (about 200 CAR-T patients, 45 severe,
+marrow blasts the strongest factor, day-0 labs with missing values), sample-size decisions,
+bootstrap validation, per-patient intervals and tiers that follow the planning actions."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+
+from crsrisk.config import ConfigError, load_score_config, load_train_config
+from crsrisk.contract.validate import validate
+from crsrisk.evaluation.metrics import calibration_slope_intercept
+from crsrisk.modeling.candidates import check_candidates
+from crsrisk.modeling.tiers import ActionTiers, threshold_performance
+from crsrisk.modeling.train import develop, train_models
+from crsrisk.modeling.uncertainty import (
+    BootstrapEnsemble,
+    instability_plot,
+    mean_absolute_prediction_error,
+)
+from crsrisk.modeling.validation_design import SELECTED, internal_external
+from tests.conftest import baseline_frame
+
+
+def ball_cohort(n: int = 202, seed: int = 24) -> tuple[pd.DataFrame, pd.Series]:
+    """Adult and paediatric B-ALL CAR-T patients with day-0 labs near the public cohort's
+    medians (CRP 5.7 mg/L, ferritin 456, LDH 163, platelets 84), severe CRS ~22 %, driven
+    mostly by marrow blasts (MRD-level against overt disease), with missing labs."""
+    rng = np.random.default_rng(seed)
+    # One centre's CD19 CAR-Ts: constructs of both costimulatory domains.
+    product = np.full(n, "other_car_t")
+    costim = rng.choice(["CD28", "4-1BB"], n, p=[0.35, 0.65])
+    overt = rng.random(n) < 0.55
+    blasts = np.where(overt, np.exp(rng.normal(np.log(25), 1.0, n)),
+                      np.exp(rng.normal(np.log(0.3), 1.0, n))).clip(0.01, 99)
+    crp = np.exp(rng.normal(np.log(5.7), 0.95, n)).clip(0.1, 400)
+    ferritin = np.exp(rng.normal(np.log(456), 0.85, n)).clip(5, 20000)
+    ldh = np.exp(rng.normal(np.log(163), 0.28, n)).clip(60, 3000)
+    platelets = np.exp(rng.normal(np.log(84), 1.1, n)).clip(2, 600)
+    flu_cy = rng.random(n) < 0.9
+    cd28 = costim == "CD28"
+    eta = (0.6 * np.log(blasts / 5) + 0.3 * np.log(crp / 5.7) - 0.25 * np.log(platelets / 84)
+           + 0.5 * cd28 + 0.4 * flu_cy + 0.1 * np.log(ferritin / 456))
+    intercept = -2.0
+    severe = rng.random(n) < 1 / (1 + np.exp(-(intercept + eta)))
+
+    def text(values: np.ndarray, missing: float, fmt: str = "{:.3g}") -> list[str]:
+        gone = rng.random(n) < missing
+        return ["" if g else fmt.format(v) for v, g in zip(values, gone, strict=True)]
+
+    table = pd.DataFrame({
+        "patient_id": [f"ALL-{i:03d}" for i in range(n)],
+        "site": rng.choice(["site_A", "site_B", "site_C"], n),
+        "infusion_date": [f"{y}-06-15" for y in rng.choice([2016, 2017, 2018, 2019], n)],
+        "age_years": text(np.exp(rng.normal(np.log(30), 0.6, n)).clip(2, 80), 0),
+        "sex": rng.choice(["F", "M"], n), "weight_kg": text(rng.normal(65, 15, n).clip(12), 0.1),
+        "ecog": text(rng.choice([0, 1, 2], n, p=[0.4, 0.5, 0.1]), 0.2, "{}"),
+        "diagnosis": "B-ALL", "therapy_class": "CAR-T", "product": product,
+        "costim_domain": costim,
+        "cell_dose_1e6_per_kg": text(np.exp(rng.normal(np.log(1.5), 0.5, n)), 0.1),
+        "lymphodepletion": np.where(flu_cy, "flu_cy", "other"),
+        "prior_lines": text(rng.integers(1, 6, n), 0.1, "{}"), "bridging_therapy": "",
+        "ldh_u_l": text(ldh, 0.15), "spd_cm2": "", "marrow_blasts_pct": text(blasts, 0.05),
+        "marrow_plasma_cells_pct": "", "bulky_disease": "", "crp_mg_l": text(crp, 0.1),
+        "ferritin_ng_ml": text(ferritin, 0.25), "platelets_1e9_l": text(platelets, 0.03),
+        "anc_1e9_l": text(np.exp(rng.normal(0, 0.8, n)), 0.1),
+        "hemoglobin_g_dl": text(rng.normal(9.5, 1.5, n).clip(5, 16), 0.05),
+        "creatinine_mg_dl": text(np.exp(rng.normal(np.log(0.7), 0.3, n)), 0.05),
+        "il6_pg_ml": "", "prior_autoimmune_disease": "", "hlh_history": "",
+        "crs_max_grade": np.where(severe, 3, rng.choice([0, 1, 2], n)).astype(str),
+        "crs_grading_scale": "ASTCT",
+    }).astype("str")
+    valid = validate(table).valid
+    return valid, pd.Series(severe[valid.index.to_numpy()], index=valid.index)
+
+
+def small_config(**updates):
+    """The default training config, with few bootstrap repeats so that tests run in seconds."""
+    config = load_train_config()
+    settings = {
+        "validation": config.validation.model_copy(update={"bootstrap_repeats": 3}),
+        "uncertainty": config.uncertainty.model_copy(update={"models": 10}),
+        "search": config.search.model_copy(update={"xgboost_trials": 2}),
+    }
+    return config.model_copy(update={**settings, **updates})
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    return ball_cohort()
+
+
+@pytest.fixture(scope="module")
+def result(cohort):
+    valid, severe = cohort
+    return train_models(valid, severe, small_config())
+
+
+def test_the_cohort_looks_like_the_public_one(cohort):
+    valid, severe = cohort
+    assert 190 <= len(valid) <= 202
+    assert 35 <= severe.sum() <= 55
+    blasts = valid["marrow_blasts_pct"].astype(float)
+    auroc = roc_auc_score(severe, blasts.fillna(blasts.median()))
+    assert 0.72 <= auroc <= 0.84  # published: ~0.78
+    assert valid["ferritin_ng_ml"].isna().mean() > 0.15
+
+
+def test_flexible_candidates_are_skipped_with_the_reason(cohort):
+    valid, severe = cohort
+    sizes = {c.name: c for c in check_candidates(valid, severe.to_numpy(), small_config())}
+    for name in ("logistic", "xgboost", "xgboost_monotone"):
+        assert not sizes[name].fitted
+        assert "force it with sample_size.force" in sizes[name].reason
+        assert sizes[name].size.parameter_n > len(valid)
+    assert sizes["parsimonious"].fitted and sizes["m_easix"].fitted
+    config = small_config()
+    forced = config.model_copy(update={"sample_size": config.sample_size.model_copy(
+        update={"force": ("xgboost_monotone",)})})
+    sizes = {c.name: c for c in check_candidates(valid, severe.to_numpy(), forced)}
+    assert sizes["xgboost_monotone"].fitted and "forced" in sizes["xgboost_monotone"].reason
+
+
+def test_no_supported_candidate_is_refused(cohort):
+    from crsrisk.modeling.train import TrainingError
+
+    valid, severe = cohort
+    with pytest.raises(TrainingError, match="cannot support any configured candidate"):
+        train_models(valid, severe, small_config(candidates=("xgboost",)))
+
+
+def test_small_cohort_develops_on_every_row_with_bootstrap_optimism(result, cohort):
+    valid, _ = cohort
+    assert result.design == "bootstrap"
+    assert len(result.test_index) == 0 and len(result.train_index) == len(valid)
+    assert {c.name for c in result.candidates} == {"m_easix", "easix", "car_hematotox",
+                                                   "parsimonious"}
+    table = result.optimism.table
+    assert set(table["candidate"]) >= {SELECTED, result.selected.name}
+    assert result.optimism.repeats == 3 and sum(result.optimism.selections.values()) == 3
+    honest = result.optimism.corrected()
+    apparent = result.selected.apparent
+    assert honest["auroc"] <= apparent["auroc"] + 1e-9  # optimism is positive on average
+    assert result.optimism.seconds > 0
+
+
+def test_intervals_contain_the_risk_and_survive_json(result, cohort, tmp_path):
+    valid, _ = cohort
+    model = result.selected.model
+    scores = model.score(valid, drivers=False)
+    assert (scores["risk_lower"] <= scores["risk"]).all()
+    assert (scores["risk"] <= scores["risk_upper"]).all()
+    assert (scores["risk_upper"] - scores["risk_lower"]).mean() > 0.01
+    ensemble = model.uncertainty
+    again = BootstrapEnsemble.from_dict(json.loads(json.dumps(ensemble.to_dict())))
+    design, margin = model.design(valid), model.margin(valid)
+    np.testing.assert_allclose(again.spread(design, margin), ensemble.spread(design, margin))
+    ensemble.save(tmp_path)
+    loaded = BootstrapEnsemble.load(tmp_path)
+    np.testing.assert_allclose(loaded.spread(design, margin), ensemble.spread(design, margin))
+
+
+def test_instability_plot_and_mape(result, cohort):
+    valid, _ = cohort
+    risk = result.selected.model.risk(valid)
+    mape = mean_absolute_prediction_error(risk, result.ensemble_risk)
+    assert mape == pytest.approx(np.mean(np.abs(result.ensemble_risk - risk)))
+    assert mape == pytest.approx(result.selected.model.uncertainty.mape)
+    figure = instability_plot(risk, result.ensemble_risk)
+    assert "MAPE" in figure.axes[0].get_title()
+
+
+def test_internal_external_by_site_and_year(cohort):
+    valid, severe = cohort
+    config = small_config()
+    y = severe.astype(int).to_numpy()
+
+    def procedure(rows, labels, positions):
+        return develop(rows, labels, positions, ["m_easix"], config)
+
+    sites = internal_external(procedure, valid, y, "site")
+    assert set(sites["site"]) == set(valid["site"])
+    assert sites["rows"].sum() == len(valid)
+    years = internal_external(procedure, valid, y, "year", min_rows=30)
+    assert len(years) >= 2 and years["auroc"].between(0, 1).all()
+    with pytest.raises(ValueError, match="site' or 'year"):
+        internal_external(procedure, valid, y, "month")
+
+
+@pytest.mark.slow
+def test_five_fold_cv_of_training_beats_blasts_alone_and_is_calibrated(cohort, capsys):
+    """Pooled out-of-fold AUROC of the whole training procedure at least that of marrow blasts
+    alone, and out-of-fold calibration slope within 0.8-1.2."""
+    valid, severe = cohort
+    y = severe.astype(int).to_numpy()
+    risk = np.empty(len(y))
+    config = small_config(uncertainty=load_train_config().uncertainty.model_copy(
+        update={"models": 0}))
+    folds = StratifiedKFold(5, shuffle=True, random_state=3).split(valid, y)
+    for train_pos, test_pos in folds:
+        result = train_models(valid.iloc[train_pos], severe.iloc[train_pos], config)
+        risk[test_pos] = result.selected.model.risk(valid.iloc[test_pos])
+    auroc = roc_auc_score(y, risk)
+    blasts = valid["marrow_blasts_pct"].astype(float)
+    blasts_auroc = roc_auc_score(y, blasts.fillna(blasts.median()))
+    slope, intercept = calibration_slope_intercept(y, risk)
+    with capsys.disabled():
+        print(f"\nB-ALL-shaped cohort ({len(y)} patients, {y.sum()} events): pooled out-of-fold "
+              f"AUROC {auroc:.3f} (marrow blasts alone {blasts_auroc:.3f}), calibration slope "
+              f"{slope:.2f}, intercept {intercept:+.2f}")
+    assert auroc >= blasts_auroc
+    assert 0.8 <= slope <= 1.2
+
+
+# ------------------------------------------------------------------------------------------
+# Tiers from the planning actions
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiers():
+    return ActionTiers.from_config(load_score_config())
+
+
+def test_thresholds_differ_by_therapy_class(tiers):
+    rows = validate(baseline_frame()).valid  # P1 axi-cel LBCL, P2 teclistamab MM, P3 B-ALL CAR-T
+    risk = np.full(len(rows), 0.05)
+    codes = tiers.codes(rows, risk)
+    assert list(codes) == [0, 1, 0]  # 5 %: low for CAR-T, intermediate for a bispecific
+    assert list(tiers.codes(rows, np.full(len(rows), 0.30))) == [2, 2, 2]
+
+
+def test_planning_text_follows_therapy_product_and_diagnosis(tiers):
+    rows = validate(baseline_frame()).valid
+    codes = np.full(len(rows), 2, dtype=np.int8)
+    choices, index = tiers.planning(rows, codes)
+    axi, tec, ball = (choices[i] for i in index)
+    assert "around day 2 for a CD28 product" in axi and "dexamethasone on days 0-2" in axi
+    assert "days 3-9 for a 4-1BB product" in ball
+    assert "step-up" not in ball and "step-up" not in axi  # no bispecific text for CAR-T
+    assert "tocilizumab before the first step-up" in tec  # myeloma evidence, myeloma patient
+    blina = validate(baseline_frame(diagnosis=["B-ALL"] * 3,
+                                    product=["axi-cel", "blinatumomab", "other_car_t"],
+                                    marrow_plasma_cells_pct=["", "", ""],
+                                    marrow_blasts_pct=["", "30", "40"])).valid
+    choices, index = tiers.planning(blina, codes)
+    assert "before the first step-up" not in choices[index[1]]  # not myeloma: not shown
+    assert "24-48 h after each step-up" in choices[index[1]]
+
+
+def test_thresholds_report_sensitivity_npv_and_say_why_not(tiers):
+    rows = validate(baseline_frame(3)).valid
+    y = np.array([1, 0, 0] * 3)
+    risk = np.array([0.3, 0.02, 0.05] * 3)
+    table = threshold_performance(risk, y, rows, tiers).set_index(["therapy_class", "tier"])
+    assert table.loc[("CAR-T", "high"), "sensitivity"] == 1.0
+    assert table.loc[("CAR-T", "intermediate"), "npv"] == 1.0
+    assert np.isnan(table.loc[("bispecific", "high"), "sensitivity"])
+    assert "no bispecific events" in table.loc[("bispecific", "high"), "note"]
+
+
+def test_score_table_uses_the_action_tiers(result, cohort):
+    valid, _ = cohort
+    model = result.selected.model
+    scores = model.score(valid, drivers=False)
+    low, high = model.action_tiers.thresholds["CAR-T"]
+    assert (scores.loc[scores["risk"] >= high, "risk_tier"] == "high").all()
+    assert (scores.loc[scores["risk"] < low, "risk_tier"] == "low").all()
+    assert not scores["planning"].str.contains("step-up").any()
+
+
+def test_unordered_thresholds_are_refused(tmp_path):
+    import yaml
+
+    from crsrisk.config import CONFIG_DIR
+
+    data = yaml.safe_load((CONFIG_DIR / "score.yaml").read_text())
+    data["therapy_classes"]["CAR-T"]["high"]["risk_at_least"] = 0.05
+    path = tmp_path / "score.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="must be below high"):
+        load_score_config(path)
