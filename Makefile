@@ -40,12 +40,17 @@ test: $(STAMP) ## Run the test suite (warnings are errors); installs headless Ch
 	bash scripts/ensure_chromium.sh
 	$(BIN)/python -m pytest
 
+test-fast: $(STAMP) ## The tests that train no model (pytest -m "not slow"), about two minutes
+	$(BIN)/python -m pytest -m "not slow"
+
 lint: $(STAMP) ## ruff
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/python scripts/check_imports.py
 
 bench: $(STAMP) ## Benchmarks (print ratios against a reference in the same run)
 	$(BIN)/python bench/simulation_check.py --n 100000 --seed 1
 	$(BIN)/python bench/validation.py --n 1000000
+	$(BIN)/python bench/metrics.py --n 5000 --n-boot 1000
 	$(BIN)/python bench/train.py --n 10000
 	$(BIN)/python bench/model_quality.py --n-train 10000 --n-test 5000
 	$(BIN)/python bench/model_quality.py --n-train 400 --n-test 5000
@@ -53,8 +58,10 @@ bench: $(STAMP) ## Benchmarks (print ratios against a reference in the same run)
 	$(BIN)/python bench/scoring.py --n 1000000
 	$(BIN)/python bench/spark_equality.py --n 100000
 	$(BIN)/python bench/spark_scoring.py --n 2000000
+	@echo "REST latency needs a registered model (run make demo first):"
+	$(BIN)/python bench/rest_latency.py --n 300
 
 clean: ## Remove generated outputs (not the venv, not the tracking store in ~/.crsrisk)
 	rm -rf out mlruns mlartifacts mlflow.db .pytest_cache
 
-.PHONY: help venv demo test lint bench clean
+.PHONY: help venv demo test test-fast lint bench clean

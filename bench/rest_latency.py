@@ -103,7 +103,7 @@ def rest_times(port: int, bodies: list[bytes], warmup: int) -> list[float]:
 
 def booster_times(model: str, wire, n: int) -> list[float]:
     risk_model = load_model(model)
-    booster = risk_model.estimator.get_booster()
+    booster = risk_model.adapter.booster
     booster.set_param({"nthread": 1})
     design = risk_model.design(validate(wire.head(1)).valid)
     times = []

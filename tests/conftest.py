@@ -163,3 +163,20 @@ def trained(tmp_path_factory) -> Trained:
     registered = log_and_register(store, result, config, valid, labels.severe,
                                   {"input_file": "simulated", "mapping_fingerprint": "none"})
     return Trained(store.uri, folder, registered.model_uri, cohort, config)
+
+
+# Modules whose tests train real models, start servers or Spark (seconds to minutes each).
+SLOW_MODULES = frozenset({
+    "test_train", "test_tracking", "test_small_cohorts", "test_spark", "test_privacy",
+    "test_training_overlap", "test_evaluation", "test_cli_evaluation", "test_report",
+})
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark as slow every test that trains a model (the `trained` fixture or a slow module), so
+    that ``pytest -m "not slow"`` runs the rest in about two minutes."""
+    for item in items:
+        if "trained" in getattr(item, "fixturenames", ()) or item.module.__name__.split(".")[
+            -1
+        ] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

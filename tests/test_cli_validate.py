@@ -253,7 +253,7 @@ def test_rejected_file_equal_to_the_input_is_refused(tmp_path):
     before = path.read_text()
     result = run("validate", path, "--rejected", path)
     assert result.exit_code == 2
-    assert "is the input file" in result.output
+    assert "would overwrite the input" in result.output
     assert path.read_text() == before
 
 

@@ -29,8 +29,8 @@ def test_defaults_come_from_the_package_not_the_repository():
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert '"defaults/*.yaml"' in pyproject
     config = load_train_config()
-    assert config.score is not None and set(config.score.planning) == {"low", "intermediate",
-                                                                       "high"}
+    assert config.score is not None and set(config.score.therapy_classes) == {"CAR-T",
+                                                                              "bispecific"}
     assert config.tracking.uri is None  # the store rule decides (crsrisk.mlops.registry)
 
 
@@ -56,7 +56,8 @@ def test_references_resolve_relative_to_the_config_file(tmp_path, monkeypatch):
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     config = load_train_config(Path("..") / "study" / "train.yaml")
-    assert config.score.planning["low"][0].text.startswith("Site-specific monitoring")
+    low = config.score.therapy_classes["CAR-T"].low
+    assert low.actions[0].text.startswith("Site-specific monitoring")
     assert config.tracking.uri == f"sqlite:///{folder / 'store' / 'mlflow.db'}"
     assert config.tracking.artifact_root == str(folder / "store" / "artefacts")
     assert config.tracking.origin == str(Path("..") / "study" / "train.yaml")

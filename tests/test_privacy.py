@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from crsrisk.cli import app
-from crsrisk.config import CONFIG_DIR, ConfigError, load_train_config
+from crsrisk.config import ConfigError, load_train_config
 from crsrisk.evaluation.metrics import calibration_table, subgroup_table
 from crsrisk.evaluation.privacy import (
     MIN_CELL,
@@ -27,6 +27,7 @@ from crsrisk.evaluation.privacy import (
 )
 from crsrisk.simulate.cohort import simulate_cohort
 
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # the documented examples
 runner = CliRunner()
 FREE_TEXT_SITE = "Smith, John (ward 4)"
 ELEVEN_SITE = "Ward eleven"

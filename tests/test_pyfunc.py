@@ -128,7 +128,7 @@ def test_one_bad_row_among_many_is_answered_alone(pyfunc_model, risk_model, type
     assert rejected.index.tolist() == [7, 12]
     assert rejected["risk"].isna().all() and rejected["risk_tier"].isna().all()
     assert json.loads(rejected.loc[7, "problems"]) == [
-        {"column": "age_years", "rule": "must be between 0 and 110", "value": "150.0"}
+        {"column": "age_years", "rule": "must be between 0 and 110", "value": "150"}
     ]
     (problem,) = json.loads(rejected.loc[12, "problems"])
     assert problem["column"] == "product" and problem["value"] == "foo-cel"

@@ -171,7 +171,7 @@ def test_bad_rows_are_answered_per_row(server, wire, trained, monkeypatch):
     assert got.index[got["status"] == "rejected"].tolist() == [3, 11]
     assert got.loc[[3, 11], "risk"].isna().all()
     assert json.loads(got.loc[3, "problems"]) == [
-        {"column": "age_years", "rule": "must be between 0 and 110", "value": "150.0"}
+        {"column": "age_years", "rule": "must be between 0 and 110", "value": "150"}
     ]
     assert json.loads(got.loc[11, "problems"]) == [
         {"column": "ldh_u_l", "rule": "must be a number", "value": "high"}

@@ -275,9 +275,11 @@ def test_score_table_uses_the_action_tiers(result, cohort):
 
 
 def test_unordered_thresholds_are_refused(tmp_path):
+    from pathlib import Path
+
     import yaml
 
-    from crsrisk.config import CONFIG_DIR
+    CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
     data = yaml.safe_load((CONFIG_DIR / "score.yaml").read_text())
     data["therapy_classes"]["CAR-T"]["high"]["risk_at_least"] = 0.05

@@ -162,7 +162,7 @@ def test_scoring_a_site_export_in_chunks_accounts_for_every_row(trained, tmp_pat
     path.write_text("\n".join(lines) + "\n")
     mapping = tmp_path / "mapping.yaml"
     mapping.write_text(suggest_mapping(path).to_yaml(path.name))
-    from crsrisk.scoring.core import score_file
+    from crsrisk.scoring.batch import score_file
 
     summary = score_file(path, tmp_path / "scores.csv", model=trained.load(), mapping=mapping,
                          chunk_size=5, drivers=False, progress=False)

@@ -57,9 +57,11 @@ SCORED, REJECTED = "scored", "rejected"
 # a prediction is the same on any number of threads.
 SMALL_BATCH = 2_000
 # The score table of the data contract (section 5), with each row's status and problems.
-OUTPUT_COLUMNS = ("patient_id", "status", "risk", "risk_tier", "top_drivers", "planning",
+OUTPUT_COLUMNS = ("patient_id", "status", "risk", "risk_lower", "risk_upper", "risk_tier",
+                  "top_drivers", "planning",
                   "model_name", "model_version", "problems")
 
+FLOAT_OUTPUTS = ("risk", "risk_lower", "risk_upper")
 _log = logging.getLogger(__name__)
 
 
@@ -166,7 +168,8 @@ def answer_rows(table: pd.DataFrame, risk_model: RiskModel, drivers: bool = True
         if len(valid) < n:
             scores = scores.reindex(pd.RangeIndex(n))
     else:
-        scores = pd.DataFrame({"risk": np.full(n, np.nan)}, index=pd.RangeIndex(n))
+        scores = pd.DataFrame({name: np.full(n, np.nan) for name in FLOAT_OUTPUTS},
+                              index=pd.RangeIndex(n))
         for name in ("risk_tier", "top_drivers", "planning"):
             scores[name] = pd.Series(pd.NA, index=scores.index, dtype="str")
     scored = np.zeros(n, dtype=bool)
@@ -178,7 +181,8 @@ def answer_rows(table: pd.DataFrame, risk_model: RiskModel, drivers: bool = True
     return pd.DataFrame({
         "patient_id": stripped_text(table["patient_id"]).astype("str"),
         "status": np.where(scored, SCORED, REJECTED).astype(object),
-        "risk": scores["risk"].to_numpy(dtype="float64"),
+        **{name: (scores[name].to_numpy(dtype="float64") if name in scores
+                  else np.full(n, np.nan)) for name in FLOAT_OUTPUTS},
         "risk_tier": scores["risk_tier"].astype("str"),
         "top_drivers": scores["top_drivers"].astype("str"),
         "planning": scores["planning"].astype("str"),
@@ -201,7 +205,7 @@ class CrsRiskModel(PythonModel):
             return contextlib.nullcontext()
         threads = 1 if n_rows <= SMALL_BATCH else (os.cpu_count() or 1)
         if threads != getattr(self, "_threads", 0):
-            self.risk_model.estimator.get_booster().set_param({"nthread": threads})
+            self.risk_model.adapter.booster.set_param({"nthread": threads})
             self._threads = threads
         return xgb.config_context(nthread=threads)
 

@@ -133,9 +133,9 @@ class LogisticAdapter:
         self.features = features
         self.coef = np.asarray(coef, dtype="float64").ravel()
         self.intercept = float(intercept)
-        if self.coef.size != len(features.feature_names_out_):
-            raise ValueError(f"{self.coef.size} coefficients for "
-                             f"{len(features.feature_names_out_)} features")
+        names = features.get_feature_names_out()
+        if self.coef.size != len(names):
+            raise ValueError(f"{self.coef.size} coefficients for {len(names)} features")
         if not (np.isfinite(self.coef).all() and np.isfinite(self.intercept)):
             raise ValueError("the coefficients must be finite")
 

@@ -504,8 +504,11 @@ def train_models(
     out.thresholds = threshold_performance(selected.oof_risk, y_train, train, action_tiers)
     if config.uncertainty.models:
         start = time.perf_counter()
+        estimator = make_estimator(selected.name, selected.params, config.seed)
+        if isinstance(estimator, Pipeline):
+            estimator = estimator.named_steps["model"]
         ensemble, out.ensemble_risk = fit_ensemble(
-            selected.model, train, y_train, config.uncertainty.models,
+            selected.model, estimator, train, y_train, config.uncertainty.models,
             config.uncertainty.level, config.seed)
         selected.model.uncertainty = ensemble
         timings["uncertainty"] = time.perf_counter() - start

@@ -159,14 +159,18 @@ def _member_margin(kind: str, estimator: object, design: pd.DataFrame) -> np.nda
     return np.asarray(estimator.decision_function(design), dtype=float)
 
 
-def fit_ensemble(model: object, valid: pd.DataFrame, y: np.ndarray, members: int,
-                 level: float, seed: int = 0) -> tuple[BootstrapEnsemble, np.ndarray]:
-    """Refit ``model``'s estimator on ``members`` bootstrap resamples of the development rows.
+def fit_ensemble(model: object, estimator: object, valid: pd.DataFrame, y: np.ndarray,
+                 members: int, level: float, seed: int = 0
+                 ) -> tuple[BootstrapEnsemble, np.ndarray]:
+    """Refit ``estimator`` on ``members`` bootstrap resamples of the development rows.
 
     Parameters
     ----------
     model
         The fitted RiskModel (its features and calibrator stay fixed).
+    estimator
+        An unfitted estimator of the model's type that takes the model's design matrix (the
+        ``model`` step of the candidate's pipeline, or the published score's comparator).
     valid, y
         The development rows and outcomes.
     members, level, seed
@@ -186,7 +190,7 @@ def fit_ensemble(model: object, valid: pd.DataFrame, y: np.ndarray, members: int
         rows = rng.integers(0, len(y), len(y))
         if y[rows].min() == y[rows].max():
             continue  # a resample with one outcome cannot be fitted: draw again
-        fitted = clone(model.estimator).fit(design.iloc[rows], y[rows])
+        fitted = clone(estimator).fit(design.iloc[rows], y[rows])
         margins.append(_member_margin(model.kind, fitted, design))
         if model.kind == "logistic":
             coefs.append(np.r_[fitted.intercept_.ravel(), fitted.coef_.ravel()])
