@@ -37,7 +37,9 @@ def main() -> None:
         cohort = simulate_cohort(args.n, args.seed)
         cohort.baseline.to_csv(folder / "cohort.csv", index=False)
         cohort.events.to_csv(folder / "events.csv", index=False)
+        # The run's own store, in the temporary folder (never the user's per-user store).
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        env["CRSRISK_HOME"] = str(folder)
         start = time.perf_counter()
         done = subprocess.run(
             [sys.executable, "-m", "crsrisk", "train", "--data", "cohort.csv", "--events",
@@ -48,7 +50,7 @@ def main() -> None:
         if done.returncode != 0:
             sys.exit(f"crsrisk train failed:\n{done.stderr}")
         stage_line = next(line for line in done.stderr.splitlines() if line.startswith("time:"))
-        uri = f"sqlite:///{folder / 'mlflow.db'}"
+        uri = f"sqlite:///{folder / 'mlflow.db'}"  # CRSRISK_HOME/mlflow.db
         client = mlflow.MlflowClient(uri, uri)
         version = client.get_model_version("crs-severe", "1")
         metrics = client.get_run(version.tags["run_id"]).data.metrics

@@ -153,3 +153,15 @@ def test_no_pyspark_warning_without_spark(tmp_path):
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         assert "PySpark" not in done.stderr and "Warning" not in done.stderr, args
+
+
+def test_a_corrupted_model_exits_3(tmp_path, monkeypatch, cohort):
+    from crsrisk.errors import CorruptModelError
+
+    def corrupted(uri):
+        raise CorruptModelError(f"{uri}/model.json is not a valid crsrisk model (cut short).")
+
+    monkeypatch.setattr("crsrisk.scoring.core.load_model", corrupted)
+    result = run("score", cohort, "--out", tmp_path / "scores.csv", "--model", "models:/m/1")
+    assert result.exit_code == 3, result.output
+    assert "is not a valid crsrisk model" in one_sentence_error(result.output)

@@ -13,7 +13,7 @@ from sklearn.isotonic import IsotonicRegression
 
 from crsrisk.contract.grading import resolve_labels
 from crsrisk.contract.validate import validate
-from crsrisk.errors import ModelError
+from crsrisk.errors import EnvironmentFault, ModelError
 from crsrisk.modeling.adapters import fitted_adapter
 from crsrisk.modeling.calibration import Calibrator, Recalibrated, calibrator_from_dict
 from crsrisk.modeling.riskmodel import MODEL_FILE, RiskModel, Tiers
@@ -209,6 +209,8 @@ def test_edited_model_json_is_refused(models, tmp_path, edit, words):
     with pytest.raises(ModelError, match="is not a valid crsrisk model") as exc:
         RiskModel.load(folder)
     assert words in str(exc.value)
+    # A damaged copy is the machine's fault, not the user's input: the CLI exits 3 for it.
+    assert isinstance(exc.value, EnvironmentFault)
 
 
 def test_a_booster_of_other_features_is_refused(models, cohort, tmp_path):

@@ -397,6 +397,7 @@ def logistic_model(trained, tmp_path_factory):
     return result.selected.model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["xgboost", "logistic"])
 def test_risk_bits_do_not_depend_on_chunk_size(tmp_path, model, logistic_model, which):
     # BLAS blocked the logistic product by chunk length: sizes 1, 7 and 13 changed the last

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["CrsriskError", "ContractError", "ModelError", "EnvironmentFault"]
+__all__ = [
+    "CrsriskError", "ContractError", "ModelError", "EnvironmentFault", "CorruptModelError",
+]
 
 
 class CrsriskError(Exception):
@@ -24,3 +26,8 @@ class EnvironmentFault(CrsriskError):
     store that is unreachable, unwritable or not a store, a corrupted model artefact. The message
     names the path or URI and what to do about it.
     """
+
+
+class CorruptModelError(ModelError, EnvironmentFault):
+    """A saved model's files are damaged (unreadable, cut short, edited or with files added):
+    the copy on this machine is at fault, not the user's input, so the CLI exits 3."""

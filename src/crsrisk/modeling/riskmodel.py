@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import xgboost as xgb
 
 from crsrisk.contract.spec import CONTRACT_VERSION
-from crsrisk.errors import ModelError
+from crsrisk.errors import CorruptModelError, ModelError
 from crsrisk.explain.drivers import Contributions, render_drivers
 from crsrisk.modeling.adapters import (
     BOOSTER_FILE,
@@ -278,7 +278,7 @@ class RiskModel:
             _refuse_unexpected(folder, present, expected)
             missing = sorted(expected - set(present))
             if missing:
-                raise ModelError(f"{folder} lacks {missing[0]}, which a {kind} model needs: "
+                raise CorruptModelError(f"{folder} lacks {missing[0]}, which a {kind} model needs: "
                                  "save or export the model again.")
             files = {name: (folder / name).read_bytes() for name in adapter_files(kind)}
             return cls(
@@ -301,14 +301,14 @@ class RiskModel:
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError,
                 AttributeError) as exc:
             detail = str(exc).rstrip(".").replace("\n", " ")
-            raise ModelError(f"{where} is not a valid crsrisk model ({type(exc).__name__}: "
+            raise CorruptModelError(f"{where} is not a valid crsrisk model ({type(exc).__name__}: "
                              f"{detail}): save or export the model again.") from exc
 
 
 def _refuse_unexpected(folder: Path, present: list[str], expected: set[str] | frozenset) -> None:
     unexpected = [name for name in present if name not in expected]
     if unexpected:
-        raise ModelError(
+        raise CorruptModelError(
             f"{folder / unexpected[0]} is not part of a saved crsrisk model, which holds only "
             f"{' and '.join(sorted(expected))}: nothing was loaded; remove it, or save or "
             "export the model again."
