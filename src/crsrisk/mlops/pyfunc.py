@@ -31,7 +31,7 @@ from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 from crsrisk.contract.spec import BASELINE_COLUMNS, CONTRACT_VERSION
 from crsrisk.contract.validate import stripped_text, validate
 from crsrisk.errors import ContractError
-from crsrisk.modeling.riskmodel import RiskModel
+from crsrisk.modeling.riskmodel import FLOAT_SCORE_COLUMNS, RiskModel
 
 __all__ = [
     "ARTIFACT_KEY",
@@ -61,7 +61,6 @@ OUTPUT_COLUMNS = ("patient_id", "status", "risk", "risk_lower", "risk_upper", "r
                   "top_drivers", "planning",
                   "model_name", "model_version", "problems")
 
-FLOAT_OUTPUTS = ("risk", "risk_lower", "risk_upper")
 _log = logging.getLogger(__name__)
 
 
@@ -168,7 +167,7 @@ def answer_rows(table: pd.DataFrame, risk_model: RiskModel, drivers: bool = True
         if len(valid) < n:
             scores = scores.reindex(pd.RangeIndex(n))
     else:
-        scores = pd.DataFrame({name: np.full(n, np.nan) for name in FLOAT_OUTPUTS},
+        scores = pd.DataFrame({name: np.full(n, np.nan) for name in FLOAT_SCORE_COLUMNS},
                               index=pd.RangeIndex(n))
         for name in ("risk_tier", "top_drivers", "planning"):
             scores[name] = pd.Series(pd.NA, index=scores.index, dtype="str")
@@ -181,8 +180,7 @@ def answer_rows(table: pd.DataFrame, risk_model: RiskModel, drivers: bool = True
     return pd.DataFrame({
         "patient_id": stripped_text(table["patient_id"]).astype("str"),
         "status": np.where(scored, SCORED, REJECTED).astype(object),
-        **{name: (scores[name].to_numpy(dtype="float64") if name in scores
-                  else np.full(n, np.nan)) for name in FLOAT_OUTPUTS},
+        **{name: scores[name].to_numpy(dtype="float64") for name in FLOAT_SCORE_COLUMNS},
         "risk_tier": scores["risk_tier"].astype("str"),
         "top_drivers": scores["top_drivers"].astype("str"),
         "planning": scores["planning"].astype("str"),
