@@ -21,8 +21,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 import pydantic
-import yaml
+from pydantic_core import ErrorDetails
 
+from crsrisk.config import load_yaml_model
 from crsrisk.contract.header import fold
 from crsrisk.contract.rejected import Source, conform_rejected, empty_rejected
 from crsrisk.contract.spec import (
@@ -282,20 +283,6 @@ class MappedTable:
                 "extra_warnings": self.warnings}
 
 
-class _StringLoader(yaml.SafeLoader):
-    """YAML loader that reads every scalar except null as a string.
-
-    Plain YAML would turn codes such as ``yes``, ``no``, ``1`` or ``1.0`` into booleans and
-    numbers, which then never match the text cells of a CSV file.
-    """
-
-
-_StringLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag == "tag:yaml.org,2002:null"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
 def load_mapping(path: str | Path) -> SiteMapping:
     """Read and check a site mapping file.
 
@@ -314,27 +301,8 @@ def load_mapping(path: str | Path) -> SiteMapping:
         If the file is missing or not valid YAML, has an unknown section, maps to a column
         that is not in the contract, names an unknown unit, or renames two columns to one.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise MappingError(f"mapping file {path} does not exist: check the path")
-    try:
-        content = yaml.load(path.read_text(encoding="utf-8"), Loader=_StringLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid syntax"
-        raise MappingError(
-            f"mapping file {path} is not valid YAML{where} ({problem}): fix the syntax"
-        ) from exc
-    if not isinstance(content, dict):
-        raise MappingError(
-            f"mapping file {path} is not a YAML mapping: write the sections rename, recode "
-            "and units as keys at the top level"
-        )
-    try:
-        return SiteMapping.model_validate(content)
-    except pydantic.ValidationError as exc:
-        raise _mapping_error(exc, path) from exc
+    return load_yaml_model(Path(path), SiteMapping, what="Mapping file", error=MappingError,
+                           text=True, describe=_describe)
 
 
 def apply_mapping(df: pd.DataFrame, mapping: SiteMapping, *, row_offset: int = 0) -> MappedTable:
@@ -549,21 +517,13 @@ def _nearest(name: str, candidates: tuple[str, ...] | list[str]) -> str:
     return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
 
 
-def _mapping_error(exc: pydantic.ValidationError, path: Path) -> MappingError:
-    """One-sentence MappingError from pydantic's first error."""
-    error = exc.errors()[0]
-    cause = error.get("ctx", {}).get("error")
-    if isinstance(cause, MappingError):
-        return MappingError(f"mapping file {path}: {cause}")
+def _describe(error: ErrorDetails) -> str:
+    """The words after "Mapping file PATH" for pydantic's first error: an unknown section with
+    the nearest one, or where the layout is broken."""
     where = ".".join(str(p) for p in error["loc"])
     if error["type"] == "extra_forbidden":
         sections = tuple(SiteMapping.model_fields)
-        return MappingError(
-            f"mapping file {path} has an unknown section {where!r}"
-            f"{_nearest(str(error['loc'][0]), sections)}: the sections are "
-            f"{', '.join(sections)}"
-        )
-    return MappingError(
-        f"mapping file {path} is malformed at {where or 'the top level'} ({error['msg']}): "
-        "see configs/mapping.example.yaml for the layout"
-    )
+        return (f"has an unknown section {where!r}{_nearest(str(error['loc'][0]), sections)}: "
+                f"the sections are {', '.join(sections)}.")
+    return (f"is malformed at {where or 'the top level'} ({error['msg']}): see "
+            "configs/mapping.example.yaml for the layout.")
