@@ -22,6 +22,7 @@ from crsrisk.contract.mapping import (
     apply_mapping,
     load_mapping,
 )
+from crsrisk.contract.spec import BASELINE_COLUMNS
 from crsrisk.errors import CrsriskError
 from tests.conftest import baseline_frame
 
@@ -320,6 +321,16 @@ def test_the_generic_loader_reads_text_and_names_bad_keys(tmp_path):
     assert load_yaml_model(path, Codes, text=True).codes == {"1": "yes", "no": None, "2.0": "on"}
     with pytest.raises(ConfigError, match=r"Config file .*mapping\.yaml: codes\.1\b"):
         load_yaml_model(path, Codes)  # without text, yes/on are booleans and 1 a number
+
+
+def test_the_contract_unit_as_the_contract_writes_it_is_a_mapping_unit():
+    """A site may state a column is in the contract's unit, as docs/contract.md writes it."""
+    specs = {c.name: c for c in BASELINE_COLUMNS}
+    for column in dict.fromkeys(c for c, _ in CONVERSIONS):
+        assert CONVERSIONS[(column, specs[column].unit)] == (1.0, False, "contract unit")
+    out = mapped(raw(platelets_1e9_l=["150"]), units={"platelets_1e9_l": "10^9/L"})
+    assert out.frame["platelets_1e9_l"].iloc[0] == 150.0
+    assert CONVERSIONS[("platelets_1e9_l", "1e9/L")].factor == 1.0  # the earlier spelling
 
 
 def test_a_bad_mapping_exits_2_with_one_line_naming_file_and_key(tmp_path):

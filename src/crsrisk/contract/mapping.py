@@ -58,35 +58,29 @@ class Conversion(NamedTuple):
     why: str
 
 
-# (contract column, site unit) -> conversion to the contract unit. The contract's own units are
-# listed too (factor 1), so that a site may state its units explicitly.
-CONVERSIONS: dict[tuple[str, str], Conversion] = {
-    ("crp_mg_l", "mg/L"): Conversion(1.0, False, "contract unit"),
+# (contract column, site unit) -> conversion to the contract unit.
+_SITE_UNITS: dict[tuple[str, str], Conversion] = {
+    # The contract unit as the column name writes it.
+    ("platelets_1e9_l", "1e9/L"): Conversion(1.0, False, "contract unit"),
+    ("anc_1e9_l", "1e9/L"): Conversion(1.0, False, "contract unit"),
+    ("cell_dose_1e6_per_kg", "1e6_per_kg"): Conversion(1.0, False, "contract unit"),
     ("crp_mg_l", "mg/dL"): Conversion(10.0, False, "1 dL = 0.1 L, so mg/dL x 10 = mg/L"),
-    ("creatinine_mg_dl", "mg/dL"): Conversion(1.0, False, "contract unit"),
     ("creatinine_mg_dl", "umol/L"): Conversion(
         1 / 88.4, False, "creatinine 113.12 g/mol: 88.4 umol/L = 1 mg/dL"
     ),
-    ("platelets_1e9_l", "1e9/L"): Conversion(1.0, False, "contract unit"),
     ("platelets_1e9_l", "per_uL"): Conversion(1e-3, False, "1 /uL = 1e6 /L = 0.001 x 1e9/L"),
     ("platelets_1e9_l", "1e3_per_uL"): Conversion(1.0, False, "1e3/uL = 1e9/L"),
-    ("anc_1e9_l", "1e9/L"): Conversion(1.0, False, "contract unit"),
     ("anc_1e9_l", "per_uL"): Conversion(1e-3, False, "1 /uL = 1e6 /L = 0.001 x 1e9/L"),
     ("anc_1e9_l", "1e3_per_uL"): Conversion(1.0, False, "1e3/uL = 1e9/L"),
-    ("marrow_blasts_pct", "%"): Conversion(1.0, False, "contract unit"),
     ("marrow_blasts_pct", "fraction"): Conversion(100.0, False, "a fraction 0..1 x 100 = %"),
-    ("marrow_plasma_cells_pct", "%"): Conversion(1.0, False, "contract unit"),
     ("marrow_plasma_cells_pct", "fraction"): Conversion(
         100.0, False, "a fraction 0..1 x 100 = %"
     ),
-    ("hemoglobin_g_dl", "g/dL"): Conversion(1.0, False, "contract unit"),
     ("hemoglobin_g_dl", "g/L"): Conversion(0.1, False, "1 L = 10 dL, so g/L / 10 = g/dL"),
     ("hemoglobin_g_dl", "mmol/L"): Conversion(
         1.611, False, "per haem monomer (16,114.5 g/mol): 1 mmol/L = 16.11 g/L = 1.611 g/dL"
     ),
-    ("ferritin_ng_ml", "ng/mL"): Conversion(1.0, False, "contract unit"),
     ("ferritin_ng_ml", "ug/L"): Conversion(1.0, False, "1 ug/L = 1 ng/mL"),
-    ("cell_dose_1e6_per_kg", "1e6_per_kg"): Conversion(1.0, False, "contract unit"),
     ("cell_dose_1e6_per_kg", "cells_per_kg"): Conversion(1e-6, False, "cells/kg / 1e6"),
     ("cell_dose_1e6_per_kg", "total_cells"): Conversion(
         1e-6, True, "total cells / 1e6, then / weight in kg"
@@ -97,8 +91,16 @@ CONVERSIONS: dict[tuple[str, str], Conversion] = {
     ("cell_dose_1e6_per_kg", "total_1e8_cells"): Conversion(
         100.0, True, "1e8 cells = 100 x 1e6 cells, then / weight in kg"
     ),
-    ("weight_kg", "kg"): Conversion(1.0, False, "contract unit"),
     ("weight_kg", "lb"): Conversion(0.45359237, False, "1 lb = 0.45359237 kg exactly"),
+}
+
+
+# Every unit a mapping may name: the contract's own unit of each convertible column (factor 1,
+# so that a site may state its units explicitly), then the site units.
+CONVERSIONS: dict[tuple[str, str], Conversion] = {
+    **{(column, _SPECS[column].unit): Conversion(1.0, False, "contract unit")
+       for column in dict.fromkeys(c for c, _ in _SITE_UNITS)},
+    **_SITE_UNITS,
 }
 
 
