@@ -284,6 +284,7 @@ def test_missing_mapping_file(tmp_path):
         ("renames: {CRP: crp_mg_l}\n", "renames"),
         ("rename: [CRP, crp_mg_l]\n", "rename"),
         ("file: {delimiter: ';;'}\n", "one character"),
+        ("file: {delimeter: ';'}\n", "unknown file option 'delimeter' (did you mean 'delimiter'"),
     ],
 )
 def test_a_bad_mapping_is_one_sentence_naming_the_file_and_the_key(tmp_path, text, key):

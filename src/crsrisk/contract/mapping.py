@@ -523,9 +523,13 @@ def _describe(error: ErrorDetails) -> str:
     """The words after "Mapping file PATH" for pydantic's first error: an unknown section with
     the nearest one, or where the layout is broken."""
     where = ".".join(str(p) for p in error["loc"])
-    if error["type"] == "extra_forbidden":
+    if error["type"] == "extra_forbidden" and len(error["loc"]) == 1:
         sections = tuple(SiteMapping.model_fields)
-        return (f"has an unknown section {where!r}{_nearest(str(error['loc'][0]), sections)}: "
-                f"the sections are {', '.join(sections)}.")
+        return (f"has an unknown section {where!r}{_nearest(where, sections)}: the sections "
+                f"are {', '.join(sections)}.")
+    if error["type"] == "extra_forbidden" and error["loc"][0] == "file":
+        name, options = str(error["loc"][-1]), tuple(FileOptions.model_fields)
+        return (f"has an unknown file option {name!r}{_nearest(name, options)}: the options "
+                f"are {', '.join(options)}.")
     return (f"is malformed at {where or 'the top level'} ({error['msg']}): see "
             "configs/mapping.example.yaml for the layout.")
