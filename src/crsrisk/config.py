@@ -1,5 +1,9 @@
 """Typed configuration (pydantic): one object per stage, read from YAML files.
 
+`load_yaml_model` is the one loader of every YAML file, the site mappings included
+(crsrisk.contract.mapping holds their model): a missing file, a YAML mistake or a bad key is one
+sentence naming the file and the key.
+
 The defaults ship inside the package (``crsrisk/defaults/*.yaml``, read with importlib.resources,
 so an installed wheel has them); ``configs/`` in the repository holds the same files as examples
 to copy. A path inside a config file (``score_config``, a SQLite ``tracking.uri``,
