@@ -118,7 +118,7 @@ def score(
         say(f"warning: {warning}")
     say(summary.line())
     say("tier counts per therapy class (scored patients):")
-    for line in summary.tier_table().to_string().splitlines():
+    for line in summary.tier_table().reset_index().to_string(index=False).splitlines():
         say(f"  {line}")
     say(blanking_policy(strict))
     if summary.n_rejected or summary.n_blanked:
