@@ -346,7 +346,8 @@ def printed_tier_counts(output: str) -> dict[tuple[str, str], int]:
         cells = line.split()
         if not line.startswith("  ") or len(cells) != len(tiers) + 1:
             break
-        counts.update({(cells[0], t): int(n) for t, n in zip(tiers, cells[1:], strict=True)})
+        counts.update({(cells[0], t): int(n.replace(",", ""))
+                       for t, n in zip(tiers, cells[1:], strict=True)})
     return counts
 
 

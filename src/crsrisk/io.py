@@ -37,6 +37,7 @@ __all__ = [
     "BAD_ROWS",
     "CsvDialect",
     "sniff_csv",
+    "decimal_points",
     "FORMULA_PREFIXES",
     "PLAIN_NUMBER",
     "table_format",
@@ -219,11 +220,11 @@ def _iter_csv(path: Path, chunk_size: int | None, dialect: CsvDialect) -> Iterat
     delivered = 0
     try:
         for frame in _iter_csv_arrow(path, chunk_size, header, dialect.delimiter):
-            yield _decimal_points(frame, dialect)
+            yield decimal_points(frame, dialect)
             delivered += len(frame)
     except _ArrowDeclined:
         for frame in _iter_csv_python(path, chunk_size, header, dialect.delimiter, delivered):
-            yield _decimal_points(frame, dialect)
+            yield decimal_points(frame, dialect)
 
 
 class _ArrowDeclined(Exception):
@@ -299,8 +300,9 @@ def _text_frame(rows: list, names: list[str], start: int, bad: dict[int, str]) -
     return frame
 
 
-def _decimal_points(frame: pd.DataFrame, dialect: CsvDialect) -> pd.DataFrame:
-    """Numbers written with a decimal comma, rewritten with a point (other text untouched)."""
+def decimal_points(frame: pd.DataFrame, dialect: CsvDialect) -> pd.DataFrame:
+    """Text cells holding a number written with a decimal comma (``1,5``), rewritten with a
+    point when ``dialect`` has a decimal comma; other text untouched."""
     if dialect.decimal != ",":
         return frame
     for name in frame.columns:

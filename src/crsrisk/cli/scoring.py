@@ -118,8 +118,10 @@ def score(
         say(f"warning: {warning}")
     say(summary.line())
     say("tier counts per therapy class (scored patients):")
-    for line in summary.tier_table().reset_index().to_string(index=False).splitlines():
-        say(f"  {line}")
+    table = summary.tier_table()
+    say(f"  {'therapy_class':<15}" + "".join(f"{tier:>14}" for tier in table.columns))
+    for therapy, counts in table.iterrows():
+        say(f"  {therapy:<15}" + "".join(f"{n:>14,}" for n in counts))
     say(blanking_policy(strict))
     if summary.n_rejected or summary.n_blanked:
         from crsrisk.scoring.outputs import sibling_path

@@ -35,10 +35,11 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from crsrisk.contract.mapping import SiteMapping
+from crsrisk.contract.load import site_read_options
+from crsrisk.contract.mapping import SiteMapping, load_mapping
 from crsrisk.contract.spec import REJECTED_COLUMNS_DOC
 from crsrisk.errors import ContractError
-from crsrisk.io import table_format
+from crsrisk.io import CsvDialect, decimal_points, sniff_csv, table_format
 from crsrisk.modeling.riskmodel import FLOAT_SCORE_COLUMNS, SCORE_COLUMNS, RiskModel
 from crsrisk.scoring.core import (
     DEFAULT_CHUNK_SIZE,
@@ -168,17 +169,21 @@ class _ChunkScorer:
         drivers: bool,
         mapping: SiteMapping | None,
         strict: bool = False,
+        dialect: CsvDialect | None = None,
     ) -> None:
         self.model = model
         self.layout = layout
         self.drivers = drivers
         self.mapping = mapping
         self.strict = strict
+        self.dialect = dialect
         schema = layout.output_schema()
         self.columns = schema.names
         self.text_columns = [f.name for f in schema.fields if f.dataType.typeName() == "string"]
 
     def __call__(self, raw: pd.DataFrame, chunk: int, offset: int) -> pd.DataFrame:
+        if self.dialect is not None:  # Spark's CSV reader leaves decimal commas as written
+            raw = decimal_points(raw, self.dialect)
         prepared = prepare(raw, row_offset=offset, mapping=self.mapping, strict=self.strict)
         scores, rejected, found = (
             chunk_scores(prepared, self.model, self.drivers), prepared.rejected, prepared.warnings
@@ -264,9 +269,10 @@ def _score_chunks(
     mapping: SiteMapping | None,
     chunk_size: int,
     strict: bool = False,
+    dialect: CsvDialect | None = None,
 ) -> DataFrame:
     """One row per score, rejected row and warning, tagged with kind, chunk and order."""
-    scorer = _ChunkScorer(model, layout, drivers, mapping, strict)
+    scorer = _ChunkScorer(model, layout, drivers, mapping, strict, dialect)
     return _map_chunks(numbered, layout.input_names, scorer, layout.output_schema(), chunk_size)
 
 
@@ -480,7 +486,12 @@ def _score_file_on_spark(
     strict: bool,
 ) -> ScoreSummary:
     """score_file_spark once its outputs are checked: start Spark, score, write."""
-    probe = probe_file(input_path)  # unusable files fail here, before Spark starts
+    if mapping is not None and not isinstance(mapping, SiteMapping):
+        mapping = load_mapping(mapping)
+    dialect = None
+    if table_format(input_path) == "csv":  # the mapping's delimiter and decimal mark, or sniffed
+        dialect = site_read_options(input_path, mapping)["dialect"] or sniff_csv(input_path)
+    probe = probe_file(input_path, dialect)  # unusable files fail here, before Spark starts
     risk_model, site_mapping = resolve_model_and_mapping(model, mapping)
     if probe is not None:
         # An empty table, a missing required column...: the pandas engine's own error.
@@ -505,7 +516,7 @@ def _score_file_on_spark(
             with _sql_conf(spark, settings):
                 names = _score_to_staging(spark, input_path, probe, staging, risk_model,
                                           site_mapping, drivers, chunk_size, summary, timings,
-                                          strict)
+                                          strict, dialect)
         mark = time.perf_counter()
         _write_outputs(staging, names, out, rejected_path, summary)
         timings["write"] = time.perf_counter() - mark
@@ -528,13 +539,14 @@ def _score_to_staging(
     summary: ScoreSummary,
     timings: dict[str, float],
     strict: bool,
+    dialect: CsvDialect | None,
 ) -> tuple[str, ...]:
     """Run the distributed job into ``staging``; returns the score table's column names."""
     from pyspark.errors import PySparkException
 
     mark = time.perf_counter()
     try:
-        frame = read_table_spark(spark, input_path)
+        frame = read_table_spark(spark, input_path, dialect)
         layout = _layout(frame.schema, probe, risk_model, mapping)
         numbered, summary.n_read = number_rows(frame, source=str(input_path))
     except PySparkException as exc:
@@ -547,7 +559,7 @@ def _score_to_staging(
     mark = time.perf_counter()
     combined = _score_chunks(
         numbered, layout, risk_model, drivers=drivers, mapping=mapping, chunk_size=chunk_size,
-        strict=strict,
+        strict=strict, dialect=dialect,
     )
     combined.write.partitionBy(_CHUNK).parquet(uri(staging))
     timings["score"] = time.perf_counter() - mark
