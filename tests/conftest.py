@@ -169,6 +169,7 @@ def trained(tmp_path_factory) -> Trained:
 SLOW_MODULES = frozenset({
     "test_train", "test_tracking", "test_small_cohorts", "test_spark", "test_privacy",
     "test_training_overlap", "test_evaluation", "test_cli_evaluation", "test_report",
+    "test_walkthrough",
 })
 
 

@@ -2,8 +2,9 @@
 
 The site export is built by scripts/walkthrough.py's builder from a contract-form table made
 here: English lab names, Hb in g/L, creatinine in umol/L, blasts as a fraction, dose in
-cells/kg, brand names, Female/Male, ja/nein, no therapy_class column; once as a `;`-CSV with decimal commas and dd.mm.yyyy dates, once as
-xlsx. The suggested mapping, unedited, must recover every value of the contract-form table.
+cells/kg, brand names, Female/Male, ja/nein, no therapy_class column; once as a `;`-CSV with
+decimal commas and dd.mm.yyyy dates, once as xlsx. The suggested mapping, unedited, must
+recover every value of the contract-form table.
 """
 
 from __future__ import annotations
