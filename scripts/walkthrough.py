@@ -58,7 +58,7 @@ DECIMALS = {"age_years": 0, "weight_kg": 1, "cell_dose_1e6_per_kg": 2, "ldh_u_l"
             "marrow_blasts_pct": 1, "crp_mg_l": 1, "ferritin_ng_ml": 0, "platelets_1e9_l": 0,
             "hemoglobin_g_dl": 1, "creatinine_mg_dl": 2}
 TEXT_COLUMNS = ("patient_id", "infusion_date", "sex", "diagnosis", "therapy_class", "product",
-                "bridging_therapy", "crs_max_grade")
+                "bridging_therapy", "crs_max_grade", "crs_grading_scale")
 
 # A training configuration that runs in a few minutes on a laptop: fewer candidates, search
 # steps and bootstrap repeats than configs/train.yaml (use that one for real work).
@@ -97,6 +97,7 @@ def contract_form(n: int, seed: int = 7, *, outcome: bool = True) -> pd.DataFram
         table[name] = [None if pd.isna(v) else f"{v:.{places}f}" for v in values]
     if outcome:
         table["crs_max_grade"] = cohort["crs_max_grade"].astype("str")
+        table["crs_grading_scale"] = "ASTCT"
     ordered = [c for c in (*TEXT_COLUMNS, *DECIMALS) if c in table.columns]
     return table[ordered].astype(object).where(table[ordered].notna(), None)
 
