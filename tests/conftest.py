@@ -204,6 +204,7 @@ def run_cli(*args: object):
 SLOW_MODULES = frozenset({
     "test_train", "test_tracking", "test_small_cohorts", "test_spark", "test_privacy",
     "test_training_overlap", "test_evaluation", "test_cli_evaluation", "test_report",
+    "test_walkthrough",
 })
 
 

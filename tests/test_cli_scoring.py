@@ -329,3 +329,114 @@ def test_stratify_every_row_rejected_removes_the_old_strata(tmp_path, model_dir)
     assert result.exit_code == 2
     assert not out.exists() and not summary.exists()
     assert len(read_table(tmp_path / "p.rejected.csv")) == 3
+
+
+# ------------------------------------------------------------------------------------------
+# crsrisk score: implausible values, --strict, --sheet, tier counts per therapy class
+# ------------------------------------------------------------------------------------------
+
+
+def printed_tier_counts(output: str) -> dict[tuple[str, str], int]:
+    """The tier counts per therapy class that `crsrisk score` printed: {(class, tier): n}."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:1] == ["therapy_class"])
+    tiers = lines[start].split()[1:]
+    counts = {}
+    for line in lines[start + 1:]:
+        cells = line.split()
+        if not line.startswith("  ") or len(cells) != len(tiers) + 1:
+            break
+        counts.update({(cells[0], t): int(n.replace(",", ""))
+                       for t, n in zip(tiers, cells[1:], strict=True)})
+    return counts
+
+
+def score_table_counts(scores: pd.DataFrame, source: pd.DataFrame) -> dict[tuple[str, str], int]:
+    """The same counts from the written score table (therapy class joined from the input)."""
+    joined = scores.merge(source[["patient_id", "therapy_class"]], on="patient_id")
+    assert len(joined) == len(scores)
+    counts = joined.groupby(["therapy_class", "risk_tier"]).size()
+    return {key: int(n) for key, n in counts.items()}
+
+
+def test_tier_counts_per_therapy_class_equal_the_score_table(tmp_path, model_dir):
+    table = baseline_frame(4)  # CAR-T and bispecific patients
+    source = write(tmp_path, table)
+    result = run("score", source, "--out", tmp_path / "s.csv", "--model", model_dir,
+                 "--no-drivers", "--chunk-size", "5")
+    assert result.exit_code == 0, result.output
+    printed = printed_tier_counts(result.output)
+    expected = score_table_counts(read_table(tmp_path / "s.csv"), table)
+    assert {k: n for k, n in printed.items() if n and k[0] != "total"} == expected
+    assert {c for c, _ in printed} == {"CAR-T", "bispecific", "total"}
+    assert sum(n for (c, _), n in printed.items() if c == "total") == len(table)
+
+
+def test_an_implausible_lab_is_blanked_and_scored_unless_strict(tmp_path, model_dir):
+    table = baseline_frame(2)
+    table.loc[0, "hemoglobin_g_dl"] = "0.1"  # an entry error: 1 g/L written as g/dL
+    source = write(tmp_path, table)
+    rejected = tmp_path / "rej.csv"
+    result = run("score", source, "--out", tmp_path / "s.csv", "--model", model_dir,
+                 "--rejected", rejected, "--no-drivers")
+    assert result.exit_code == 1, result.output
+    assert "scored 6, rejected 0, blanked 1 values" in result.output
+    assert "implausible laboratory values are blanked and their row used" in result.output
+    assert "P1-0" in read_table(tmp_path / "s.csv")["patient_id"].tolist()
+    blanked = read_table(rejected)
+    assert blanked[["row_number", "column", "value", "action"]].values.tolist() == [
+        ["1", "hemoglobin_g_dl", "0.1", "blanked"]]
+
+    strict = run("score", source, "--out", tmp_path / "s.csv", "--model", model_dir,
+                 "--rejected", rejected, "--no-drivers", "--strict")
+    assert strict.exit_code == 1, strict.output
+    assert "scored 5, rejected 1" in strict.output and "blanked" not in strict.output.split(
+        "\n")[0]
+    assert "implausible laboratory values reject their row (--strict)" in strict.output
+    assert "P1-0" not in read_table(tmp_path / "s.csv")["patient_id"].tolist()
+    assert read_table(rejected)[["row_number", "column", "action"]].values.tolist() == [
+        ["1", "hemoglobin_g_dl", "rejected"]]
+
+
+@pytest.fixture
+def workbook(tmp_path) -> Path:
+    """An Excel export whose first sheet is a cover note and the second the baseline table."""
+    path = tmp_path / "export.xlsx"
+    with pd.ExcelWriter(path) as writer:
+        cover = pd.DataFrame({"note": ["exported 2026-11-30"]})
+        cover.to_excel(writer, sheet_name="cover", index=False)
+        baseline_frame(2).to_excel(writer, sheet_name="baseline", index=False)
+    return path
+
+
+def test_sheet_picks_the_named_sheet(tmp_path, model_dir, workbook):
+    result = run("score", workbook, "--out", tmp_path / "s.csv", "--model", model_dir,
+                 "--sheet", "baseline", "--no-drivers")
+    assert result.exit_code == 0, result.output
+    assert len(read_table(tmp_path / "s.csv")) == 6
+    first = run("score", workbook, "--out", tmp_path / "s.csv", "--model", model_dir)
+    assert first.exit_code == 2 and "lacks required column(s)" in first.output
+
+
+def test_an_unknown_sheet_exits_2_naming_the_sheets(tmp_path, model_dir, workbook):
+    result = run("score", workbook, "--out", tmp_path / "s.csv", "--model", model_dir,
+                 "--sheet", "Baseline 2026")
+    assert result.exit_code == 2
+    assert "has no sheet 'Baseline 2026': its sheets are 'cover', 'baseline'" in result.output
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_sheet_on_a_csv_file_is_refused(tmp_path, model_dir):
+    source = write(tmp_path, baseline_frame())
+    result = run("score", source, "--out", tmp_path / "s.csv", "--model", model_dir,
+                 "--sheet", "baseline")
+    assert result.exit_code == 2 and "--sheet applies to Excel files only" in result.output
+
+
+def test_the_mappings_file_options_are_used_when_scoring(tmp_path, model_dir, workbook):
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text("file: {sheet: baseline}\n")
+    result = run("score", workbook, "--out", tmp_path / "s.csv", "--model", model_dir,
+                 "--mapping", mapping, "--no-drivers")
+    assert result.exit_code == 0, result.output
+    assert len(read_table(tmp_path / "s.csv")) == 6

@@ -272,3 +272,51 @@ def test_mapping_sources_absent_from_the_file_are_warned_of(tmp_path):
     result = run("validate", path, "--mapping", mapping, "--rejected", tmp_path / "rej.csv")
     assert "mapping rename 'CRP' -> crp_mg_l: the table has no column 'CRP'" in result.output
     assert "mapping units names crp_mg_l, which the table does not have" in result.output
+
+
+# ------------------------------------------------------------------------------------------
+# train, evaluate, recalibrate and report read their data as validate does (--sheet, --strict)
+# ------------------------------------------------------------------------------------------
+
+
+def labelled(n_copies: int = 2) -> pd.DataFrame:
+    table = baseline_frame(n_copies)
+    table["crs_max_grade"] = ["0", "3", "1"] * n_copies
+    table["crs_grading_scale"] = "ASTCT"
+    return table
+
+
+def test_train_says_its_blanking_policy_and_strict_rejects(tmp_path):
+    table = labelled()
+    table.loc[0, "hemoglobin_g_dl"] = "0.1"
+    path = write(tmp_path, table)
+    # Six rows are too few to train on: the command stops after reading them, exit 2.
+    blanked = run("train", "--data", path)
+    assert "read 6 rows: 6 valid, 0 rejected, 1 implausible value(s) blanked" in blanked.output
+    assert "implausible laboratory values are blanked and their row used" in blanked.output
+    strict = run("train", "--data", path, "--strict")
+    assert "read 6 rows: 5 valid, 1 rejected" in strict.output
+    assert "implausible laboratory values reject their row (--strict)" in strict.output
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "recalibrate", "report"])
+def test_data_commands_take_sheet_and_name_the_sheets_of_a_workbook(tmp_path, command):
+    workbook = tmp_path / "cohort.xlsx"
+    with pd.ExcelWriter(workbook) as writer:
+        labelled().to_excel(writer, sheet_name="cohort", index=False)
+    args = [command, "--data", workbook, "--sheet", "cohort 2024"]
+    if command == "report":
+        args += ["--out", tmp_path / "r.html"]
+    if command != "train":  # a model to load first: an exported one needs no store
+        args += ["--model", tmp_path / "no-model-here"]
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    if command == "train":
+        assert "has no sheet 'cohort 2024': its sheets are 'cohort'" in result.output
+    else:
+        assert "--sheet" not in result.output  # the option is known; the model fails first
+
+
+def test_report_refuses_sheet_or_strict_without_data(tmp_path):
+    result = run("report", "--out", tmp_path / "r.html", "--strict")
+    assert result.exit_code == 2 and "give --data too" in result.output

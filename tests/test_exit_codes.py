@@ -92,7 +92,7 @@ def test_unwritable_output_folder_exits_3_naming_it(tmp_path, cohort, monkeypatc
     def denied(*args, **kwargs):  # tests run as root here, where chmod does not lock a folder
         raise PermissionError(errno.EACCES, "Permission denied", str(folder))
 
-    monkeypatch.setattr("crsrisk.io.tempfile.mkstemp", denied)
+    monkeypatch.setattr("crsrisk.io._create_new", denied)
     result = run("validate", cohort, "--rejected", folder / "rejected.csv")
     assert result.exit_code == 3, result.output
     message = one_sentence_error(result.output)

@@ -138,11 +138,14 @@ def both_engines(tmp_path, source, risk_model, out_ext: str, **options):
 
 def assert_same_summary(summaries) -> None:
     a, b = summaries["pandas"], summaries["spark"]
-    assert (a.n_read, a.n_scored, a.n_rejected, a.tiers, a.warnings, a.model) == (
+    assert (a.n_read, a.n_scored, a.n_rejected, a.n_blanked, a.tiers, a.class_tiers,
+            a.warnings, a.model) == (
         b.n_read,
         b.n_scored,
         b.n_rejected,
+        b.n_blanked,
         b.tiers,
+        b.class_tiers,
         b.warnings,
         b.model,
     )
@@ -303,3 +306,90 @@ def test_site_mapping_is_applied_per_chunk_as_in_the_pandas_engine(
     assert_same_scores(paths["pandas"][0], paths["spark"][0])
     assert_same_rejected(paths["pandas"][1], paths["spark"][1])
     assert_same_summary(summaries)
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["blanked", "strict"])
+def test_an_implausible_lab_is_treated_alike_by_both_engines(
+    tmp_path, spark, risk_model, text, strict
+):
+    frame = text.iloc[:1200].copy()
+    frame.loc[5, "hemoglobin_g_dl"] = "0.1"  # an entry error in an optional laboratory column
+    frame.loc[1100, "ldh_u_l"] = "8"
+    source = tmp_path / "labs.csv"
+    frame.to_csv(source, index=False)
+    paths, summaries = both_engines(tmp_path, source, risk_model, "csv", drivers=False,
+                                    strict=strict)
+    assert_same_scores(paths["pandas"][0], paths["spark"][0])
+    assert_same_rejected(paths["pandas"][1], paths["spark"][1])
+    assert_same_summary(summaries)
+    rejected = read_table(paths["spark"][1]).set_index(["row_number", "column"])["action"]
+    action = "rejected" if strict else "blanked"
+    assert rejected.loc[("6", "hemoglobin_g_dl")] == action
+    assert rejected.loc[("1101", "ldh_u_l")] == action
+    scored = read_table(paths["spark"][0])["patient_id"].tolist()
+    assert (frame.loc[5, "patient_id"] in scored) is not strict
+    blanked = int((rejected == "blanked").sum())  # with the fixture's own implausible values
+    assert summaries["spark"].n_blanked == blanked and (blanked == 0) is strict
+
+
+def test_a_semicolon_csv_with_decimal_commas_scores_as_in_the_pandas_engine(
+    tmp_path, spark, risk_model, text
+):
+    frame = text.iloc[:300].copy()
+    for column in ("crp_mg_l", "weight_kg", "hemoglobin_g_dl"):
+        frame[column] = frame[column].str.replace(".", ",", regex=False)
+    source = tmp_path / "site.csv"
+    frame.to_csv(source, index=False, sep=";")
+    paths, summaries = both_engines(tmp_path, source, risk_model, "csv", drivers=False)
+    assert_same_scores(paths["pandas"][0], paths["spark"][0])
+    assert_same_summary(summaries)
+    plain = tmp_path / "plain.csv"
+    text.iloc[:300].to_csv(plain, index=False)
+    from crsrisk.scoring.batch import score_file
+
+    score_file(plain, tmp_path / "plain.scores.csv", model=risk_model, drivers=False,
+               progress=False)
+    assert_same_scores(tmp_path / "plain.scores.csv", paths["spark"][0])
+
+
+def test_excel_and_sheet_are_refused_in_one_sentence(tmp_path, risk_model, text):
+    from crsrisk.scoring.spark import score_file_spark
+
+    workbook = tmp_path / "export.xlsx"
+    text.iloc[:5].to_excel(workbook, index=False)
+    csv = tmp_path / "in.csv"
+    text.iloc[:5].to_csv(csv, index=False)
+    for source, sheet, words in (
+        (workbook, None, "is an Excel workbook: score it with --engine pandas"),
+        (workbook, "Sheet1", "is an Excel workbook: score it with --engine pandas"),
+        (csv, "Sheet1", "--sheet applies to Excel files only"),
+    ):
+        with pytest.raises(ContractError, match=words):
+            score_file_spark(source, tmp_path / "s.csv", model=risk_model, rejected_path=None,
+                             drivers=False, master="local[2]", mapping=None, sheet=sheet)
+        assert not (tmp_path / "s.csv").exists()
+
+
+def test_cli_prints_the_tier_counts_per_therapy_class_of_the_score_table(
+    tmp_path, spark, trained, text, monkeypatch
+):
+    from typer.testing import CliRunner
+
+    from crsrisk.cli import app
+    from tests.test_cli_scoring import printed_tier_counts, score_table_counts
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained.uri)
+    frame = text.iloc[900:1200]  # CAR-T and bispecific patients, a few rows rejected
+    source = tmp_path / "in.csv"
+    frame.to_csv(source, index=False)
+    out = tmp_path / "scores.csv"
+    result = CliRunner().invoke(app, [
+        "score", str(source), "--out", str(out), "--model", trained.model_uri,
+        "--engine", "spark", "--master", "local[2]", "--no-drivers", "--chunk-size", "100",
+    ])
+    assert result.exit_code in (0, 1), result.output
+    printed = printed_tier_counts(result.output)
+    table = read_table(out)
+    assert {k: n for k, n in printed.items() if n and k[0] != "total"} == score_table_counts(
+        table, frame.reset_index(drop=True).astype({"patient_id": "str"}))
+    assert sum(n for (c, _), n in printed.items() if c == "total") == len(table)

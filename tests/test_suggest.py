@@ -1,9 +1,10 @@
 """Bring your own data: a site's own export -> suggest-mapping -> (unedited) -> validate -> score.
 
-The site export is built here from a contract-form table: English lab names, Hb in g/L,
-creatinine in umol/L, blasts as a fraction, dose in cells/kg, brand names, Female/Male, ja/nein,
-no therapy_class column; once as a `;`-CSV with decimal commas and dd.mm.yyyy dates, once as
-xlsx. The suggested mapping, unedited, must recover every value of the contract-form table.
+The site export is built by scripts/walkthrough.py's builder from a contract-form table made
+here: English lab names, Hb in g/L, creatinine in umol/L, blasts as a fraction, dose in
+cells/kg, brand names, Female/Male, ja/nein, no therapy_class column; once as a `;`-CSV with
+decimal commas and dd.mm.yyyy dates, once as xlsx. The suggested mapping, unedited, must
+recover every value of the contract-form table.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scripts.walkthrough import site_export, write_semicolon_csv
 from typer.testing import CliRunner
 
 from crsrisk.cli import app
@@ -20,14 +22,14 @@ from crsrisk.contract.suggest import suggest_mapping
 from crsrisk.contract.validate import validate
 
 runner = CliRunner()
-BRANDS = {"axi-cel": "Yescarta", "tisa-cel": "Kymriah", "brexu-cel": "Tecartus",
-          "obe-cel": "Aucatzyl", "liso-cel": "Breyanzi"}
+# The products of this cohort (brand names in the export: scripts/walkthrough.py's BRANDS).
+PRODUCTS_USED = ["axi-cel", "tisa-cel", "brexu-cel", "obe-cel", "liso-cel"]
 
 
 def contract_table(n: int = 40) -> pd.DataFrame:
     """A CAR-T cohort in contract form, as text cells."""
     rng = np.random.default_rng(3)
-    products = rng.choice(list(BRANDS), n)
+    products = rng.choice(PRODUCTS_USED, n)
     return pd.DataFrame({
         "patient_id": [f"S{i:03d}" for i in range(n)],
         "infusion_date": pd.date_range("2019-01-03", periods=n, freq="17D").strftime("%Y-%m-%d"),
@@ -47,36 +49,6 @@ def contract_table(n: int = 40) -> pd.DataFrame:
         "hemoglobin_g_dl": np.round(rng.uniform(7, 15, n), 1).astype(str),
         "creatinine_mg_dl": np.round(rng.uniform(0.5, 2.0, n), 2).astype(str),
     })
-
-
-def site_export(table: pd.DataFrame) -> pd.DataFrame:
-    """The same rows as a site would export them."""
-    num = {c: table[c].astype(float) for c in table.columns if c not in (
-        "patient_id", "infusion_date", "sex", "diagnosis", "therapy_class", "product",
-        "bridging_therapy")}
-    long_names = {"LBCL": "diffuse large B-cell lymphoma",
-                  "B-ALL": "acute lymphoblastic leukemia"}
-    return pd.DataFrame({
-        "Patient ID": table["patient_id"],
-        "Date of infusion": pd.to_datetime(table["infusion_date"]).dt.strftime("%d.%m.%Y"),
-        "Age": table["age_years"],
-        "Gender": table["sex"].map({"F": "Female", "M": "Male"}),
-        "Weight": table["weight_kg"],
-        "Diagnosis": table["diagnosis"].map(long_names),
-        "Product": table["product"].map(BRANDS),
-        "Cell dose (cells/kg)": (num["cell_dose_1e6_per_kg"] * 1e6).round().astype(int),
-        "Bridging": table["bridging_therapy"].map({"true": "ja", "false": "nein"}),
-        "LDH": table["ldh_u_l"],
-        "BM blasts (fraction)": (num["marrow_blasts_pct"] / 100).round(6),
-        "CRP (mg/dL)": (num["crp_mg_l"] / 10).round(6),
-        "Platelets (/uL)": (num["platelets_1e9_l"] * 1000).astype(int),
-        "Hb (g/L)": (num["hemoglobin_g_dl"] * 10).round(6),
-        "kreatinin_umol_l": (num["creatinine_mg_dl"] * 88.4).round(3),
-    })
-
-
-def write_semicolon_csv(df: pd.DataFrame, path) -> None:
-    df.to_csv(path, sep=";", decimal=",", index=False)
 
 
 @pytest.fixture(params=["csv", "xlsx"])

@@ -16,7 +16,7 @@ import glob
 import gzip
 import os
 import re
-import tempfile
+import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +37,7 @@ __all__ = [
     "BAD_ROWS",
     "CsvDialect",
     "sniff_csv",
+    "decimal_points",
     "FORMULA_PREFIXES",
     "PLAIN_NUMBER",
     "table_format",
@@ -219,11 +220,11 @@ def _iter_csv(path: Path, chunk_size: int | None, dialect: CsvDialect) -> Iterat
     delivered = 0
     try:
         for frame in _iter_csv_arrow(path, chunk_size, header, dialect.delimiter):
-            yield _decimal_points(frame, dialect)
+            yield decimal_points(frame, dialect)
             delivered += len(frame)
     except _ArrowDeclined:
         for frame in _iter_csv_python(path, chunk_size, header, dialect.delimiter, delivered):
-            yield _decimal_points(frame, dialect)
+            yield decimal_points(frame, dialect)
 
 
 class _ArrowDeclined(Exception):
@@ -299,8 +300,9 @@ def _text_frame(rows: list, names: list[str], start: int, bad: dict[int, str]) -
     return frame
 
 
-def _decimal_points(frame: pd.DataFrame, dialect: CsvDialect) -> pd.DataFrame:
-    """Numbers written with a decimal comma, rewritten with a point (other text untouched)."""
+def decimal_points(frame: pd.DataFrame, dialect: CsvDialect) -> pd.DataFrame:
+    """Text cells holding a number written with a decimal comma (``1,5``), rewritten with a
+    point when ``dialect`` has a decimal comma; other text untouched."""
     if dialect.decimal != ",":
         return frame
     for name in frame.columns:
@@ -477,15 +479,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
-                                   dir=path.parent)
     except OSError as exc:
         raise write_fault(path, exc) from exc
-    os.close(fd)
-    tmp_path = Path(tmp)
-    # mkstemp makes the file private (0600); the output gets the usual permissions instead.
-    os.chmod(tmp_path, 0o666 & ~_UMASK)
+    tmp_path = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
     try:
+        # Created inside this try (not by tempfile.mkstemp before it), so that an interrupt
+        # arriving just after the file appears (Ctrl-C, SIGTERM) still removes it. Mode 0o666
+        # less the umask: the usual permissions of an output.
+        try:
+            _create_new(tmp_path)
+        except OSError as exc:
+            raise write_fault(path, exc) from exc
         yield tmp_path
         os.replace(tmp_path, path)
     except OSError as exc:
@@ -495,6 +499,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def _create_new(path: Path) -> None:
+    """Create the empty file ``path``, refusing one that exists."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
 
 
 # errno values that mean the machine cannot hold an output, whatever the input.
@@ -538,18 +547,6 @@ def write_fault(path: str | Path, exc: OSError) -> EnvironmentFault:
     return EnvironmentFault(f"Cannot write {path}: {why}")
 
 
-def _umask() -> int:
-    try:
-        status = Path("/proc/self/status").read_text()
-        return int(next(line.split()[1] for line in status.splitlines()
-                        if line.startswith("Umask:")), 8)
-    except (OSError, StopIteration, ValueError, IndexError):
-        mask = os.umask(0o022)  # no race-free way here; done once, at import
-        os.umask(mask)
-        return mask
-
-
-_UMASK = _umask()
 
 
 def remove_stale_temporaries(path: str | Path) -> list[Path]:

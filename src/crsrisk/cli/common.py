@@ -23,6 +23,9 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_CODES",
     "MappingOption",
+    "SheetOption",
+    "StrictOption",
+    "blanking_policy",
     "say",
     "user_errors",
     "ConfigOption",
@@ -57,6 +60,16 @@ F = TypeVar("F", bound=Callable[..., object])
 MappingOption = Annotated[
     Path | None,
     typer.Option("--mapping", help="YAML site mapping: renames, recodes, unit conversions."),
+]
+SheetOption = Annotated[
+    str | None,
+    typer.Option("--sheet", help="Excel sheet to read, by name (or 0-based position) "
+                 "[default: the mapping's file.sheet, else the first]."),
+]
+StrictOption = Annotated[
+    bool,
+    typer.Option("--strict", help="Reject a row with an implausible laboratory value instead "
+                 "of blanking the value [default: blank it, keep the row, report it]."),
 ]
 
 
@@ -215,15 +228,30 @@ ConfigOption = Annotated[
 ]
 
 
-def labelled_cohort(data: Path, events: Path | None, mapping: Path | None):
-    """Validated rows and their severe-CRS labels, for training and evaluation."""
+def blanking_policy(strict: bool) -> str:
+    """The line saying what this run does with an implausible laboratory value."""
+    if strict:
+        return "implausible laboratory values reject their row (--strict)"
+    return ("implausible laboratory values are blanked and their row used (--strict rejects the "
+            "row instead)")
+
+
+def labelled_cohort(data: Path, events: Path | None, mapping: Path | None, *,
+                    sheet: str | None = None, strict: bool = False):
+    """Validated rows and their severe-CRS labels, for training and evaluation.
+
+    ``sheet``: the Excel sheet; ``strict``: reject a row with an implausible laboratory value
+    instead of blanking it (as ``crsrisk validate`` and ``crsrisk score`` take them).
+    """
     from crsrisk.contract.grading import resolve_labels
     from crsrisk.contract.load import load_baseline, load_events
 
-    loaded = load_baseline(data, mapping=mapping, with_outcome=True)
+    loaded = load_baseline(data, mapping=mapping, with_outcome=True, sheet=sheet, strict=strict)
     result = loaded.result
+    blanked = f", {result.n_blanked:,} implausible value(s) blanked" if result.n_blanked else ""
     say(f"read {result.n_read:,} rows: {len(result.valid):,} valid, "
-        f"{result.n_rejected_rows:,} rejected (see crsrisk validate for each row)")
+        f"{result.n_rejected_rows:,} rejected{blanked} (see crsrisk validate for each row)")
+    say(blanking_policy(strict))
     for warning in result.warnings:
         say(f"warning: {warning}")
     event_table = None

@@ -10,6 +10,8 @@ import typer
 from crsrisk.cli.common import (
     EXIT_REJECTED,
     MappingOption,
+    SheetOption,
+    StrictOption,
     app,
     file_stem,
     say,
@@ -17,16 +19,7 @@ from crsrisk.cli.common import (
 )
 from crsrisk.errors import CrsriskError
 
-__all__ = ["simulate", "validate", "contract", "suggest_mapping", "SheetOption", "StrictOption"]
-
-SheetOption = Annotated[
-    str | None, typer.Option("--sheet", help="Excel sheet to read, by name [default: the first].")
-]
-StrictOption = Annotated[
-    bool,
-    typer.Option("--strict", help="Reject a row with an implausible laboratory value instead "
-                 "of blanking the value."),
-]
+__all__ = ["simulate", "validate", "contract", "suggest_mapping"]
 
 
 @app.command()

@@ -11,6 +11,8 @@ import typer
 from crsrisk.cli.common import (
     ConfigOption,
     MappingOption,
+    SheetOption,
+    StrictOption,
     app,
     labelled_cohort,
     say,
@@ -32,7 +34,9 @@ __all__ = [
 ModelOption = Annotated[
     str, typer.Option("--model", help="Registered model URI or exported model directory.")
 ]
-DataOption = Annotated[Path, typer.Option(help="Labelled baseline table, CSV or Parquet.")]
+DataOption = Annotated[
+    Path, typer.Option(help="Labelled baseline table: CSV, Excel or Parquet.")
+]
 EventsOption = Annotated[
     Path | None, typer.Option(help="Raw CRS event table, for regrading other scales.")
 ]
@@ -40,11 +44,12 @@ BootOption = Annotated[int, typer.Option(min=10, help="Bootstrap resamples for t
 SeedOption = Annotated[int, typer.Option(help="Seed of the bootstrap and cross-fitting.")]
 
 
-def _cohort(data: Path, events: Path | None, mapping: Path | None):
+def _cohort(data: Path, events: Path | None, mapping: Path | None, sheet: str | None,
+            strict: bool):
     """Validated rows, labels and their description (counts and fingerprints only)."""
     from crsrisk.evaluation.validation import data_description
 
-    loaded, labels = labelled_cohort(data, events, mapping)
+    loaded, labels = labelled_cohort(data, events, mapping, sheet=sheet, strict=strict)
     result = loaded.result
     description = data_description(
         result.valid, labels.severe, loaded.provenance, rows_read=result.n_read,
@@ -81,6 +86,8 @@ def evaluate(
     model: ModelOption = DEFAULT_MODEL_URI,
     events: EventsOption = None,
     mapping: MappingOption = None,
+    sheet: SheetOption = None,
+    strict: StrictOption = False,
     out: Annotated[
         Path | None, typer.Option(help="Where to write the metrics JSON (default: print it).")
     ] = None,
@@ -113,7 +120,7 @@ def evaluate(
     _check_distinct(data, events, mapping, config, model, out)
     settings = _settings(config)
     risk_model = load_model(model)
-    valid, severe, description = _cohort(data, events, mapping)
+    valid, severe, description = _cohort(data, events, mapping, sheet, strict)
     start = time.perf_counter()
     say(f"evaluating on {len(valid):,} rows: {n_boot} bootstrap resamples for the model and "
         "each published score, then subgroups")
@@ -160,6 +167,8 @@ def recalibrate(
     model: ModelOption = DEFAULT_MODEL_URI,
     events: EventsOption = None,
     mapping: MappingOption = None,
+    sheet: SheetOption = None,
+    strict: StrictOption = False,
     site: Annotated[
         str | None, typer.Option(help="Name of the site, for the record (default: the file name).")
     ] = None,
@@ -178,7 +187,7 @@ def recalibrate(
     tracking = _tracking(config)
     check_store(tracking)  # the recalibrated model is registered there: fail now, not then
     source = load_model(model)
-    valid, severe, description = _cohort(data, events, mapping)
+    valid, severe, description = _cohort(data, events, mapping, sheet, strict)
     cohort = site or data.name
     result = fit_recalibration(source, valid, severe, cohort=cohort, folds=folds, seed=seed)
     say(f"recalibration on {cohort}: logit(new risk) = {result.intercept:+.3f} + "
@@ -207,6 +216,8 @@ def report(
     ] = None,
     events: EventsOption = None,
     mapping: MappingOption = None,
+    sheet: SheetOption = None,
+    strict: StrictOption = False,
     n_boot: BootOption = 1000,
     seed: SeedOption = 0,
     config: ConfigOption = None,
@@ -219,11 +230,13 @@ def report(
 
     if out.suffix.lower() not in (".html", ".htm"):
         raise _error(f"--out {out} must end in .html.")
+    if data is None and (sheet is not None or strict):
+        raise _error("--sheet and --strict say how to read --data: give --data too.")
     _check_distinct(data, events, mapping, config, model, out)
     start = time.perf_counter()
     settings = _settings(config)
     risk_model = load_model(model)
-    cohort = _cohort(data, events, mapping) if data is not None else None
+    cohort = _cohort(data, events, mapping, sheet, strict) if data is not None else None
     html = build_report(risk_model, model, cohort, n_boot=n_boot, seed=seed,
                         tracking=settings.tracking, min_cell=settings.privacy.min_cell,
                         progress=say)

@@ -11,7 +11,16 @@ from typing import Annotated
 
 import typer
 
-from crsrisk.cli.common import EXIT_REJECTED, MappingOption, app, say, user_errors
+from crsrisk.cli.common import (
+    EXIT_REJECTED,
+    MappingOption,
+    SheetOption,
+    StrictOption,
+    app,
+    blanking_policy,
+    say,
+    user_errors,
+)
 from crsrisk.config import DEFAULT_MODEL_URI
 from crsrisk.errors import CrsriskError
 
@@ -65,7 +74,7 @@ def _notes_said() -> Iterator[None]:
 @app.command()
 @user_errors
 def score(
-    input: Annotated[Path, typer.Argument(help="Baseline table, CSV or Parquet.")],
+    input: Annotated[Path, typer.Argument(help="Baseline table: CSV, Excel or Parquet.")],
     out: Annotated[Path, typer.Option(help="Where to write the score table.")],
     model: ModelOption = DEFAULT_MODEL_URI,
     mapping: MappingOption = None,
@@ -73,6 +82,8 @@ def score(
         Path | None,
         typer.Option(help="Where to write rejected rows [default: <out>.rejected.csv beside it]."),
     ] = None,
+    sheet: SheetOption = None,
+    strict: StrictOption = False,
     drivers: Annotated[bool, typer.Option(help="Add SHAP drivers in words.")] = True,
     # scoring.DEFAULT_CHUNK_SIZE, written out so that --help does not import the scoring stack.
     chunk_size: Annotated[int, typer.Option(min=1, help="Rows per chunk.")] = 100_000,
@@ -88,21 +99,30 @@ def score(
                      help="Progress bar on stderr [default: when stderr is a terminal]."),
     ] = None,
 ) -> None:
-    """Per-patient risk, tier, drivers, planning. Exit 0 all scored, 1 rejected, 2 unusable."""
+    """Per-patient risk, tier, drivers, planning; prints the tier counts per therapy class.
+
+    Exit 0 all scored, 1 rows rejected or values blanked, 2 unusable.
+    """
     with _sigterm_as_interrupt(), _notes_said():
         if engine is Engine.spark:
             summary = _score_on_spark(input, out, model=model, rejected=rejected,
                                       drivers=drivers, master=master, mapping=mapping,
-                                      chunk_size=chunk_size)
+                                      chunk_size=chunk_size, strict=strict, sheet=sheet)
         else:
             from crsrisk.scoring.batch import score_file
 
             summary = score_file(input, out, model=model, rejected_path=rejected,
                                  drivers=drivers, chunk_size=chunk_size, mapping=mapping,
-                                 progress=progress)
+                                 progress=progress, strict=strict, sheet=sheet)
     for warning in summary.warnings:
         say(f"warning: {warning}")
     say(summary.line())
+    say("tier counts per therapy class (scored patients):")
+    table = summary.tier_table()
+    say(f"  {'therapy_class':<15}" + "".join(f"{tier:>14}" for tier in table.columns))
+    for therapy, counts in table.iterrows():
+        say(f"  {therapy:<15}" + "".join(f"{n:>14,}" for n in counts))
+    say(blanking_policy(strict))
     if summary.n_rejected or summary.n_blanked:
         from crsrisk.scoring.outputs import sibling_path
 
@@ -113,7 +133,8 @@ def score(
 
 
 def _score_on_spark(input: Path, out: Path, *, model: str, rejected: Path | None,
-                    drivers: bool, master: str, mapping: Path | None, chunk_size: int):
+                    drivers: bool, master: str, mapping: Path | None, chunk_size: int,
+                    strict: bool, sheet: str | None):
     import importlib.util
 
     if importlib.util.find_spec("pyspark") is None:
@@ -123,7 +144,8 @@ def _score_on_spark(input: Path, out: Path, *, model: str, rejected: Path | None
     from crsrisk.scoring.spark import score_file_spark
 
     return score_file_spark(input, out, model=model, rejected_path=rejected, drivers=drivers,
-                            master=master, mapping=mapping, chunk_size=chunk_size)
+                            master=master, mapping=mapping, chunk_size=chunk_size,
+                            strict=strict, sheet=sheet)
 
 
 @app.command()

@@ -10,6 +10,8 @@ import typer
 from crsrisk.cli.common import (
     ConfigOption,
     MappingOption,
+    SheetOption,
+    StrictOption,
     app,
     labelled_cohort,
     say,
@@ -24,9 +26,11 @@ __all__ = ["train", "promote", "models", "say_sample_size", "say_split", "say_bo
 @app.command()
 @user_errors
 def train(
-    data: Annotated[Path, typer.Option(help="Labelled baseline table, CSV or Parquet.")],
+    data: Annotated[Path, typer.Option(help="Labelled baseline table: CSV, Excel or Parquet.")],
     events: Annotated[Path | None, typer.Option(help="Raw CRS event table.")] = None,
     mapping: MappingOption = None,
+    sheet: SheetOption = None,
+    strict: StrictOption = False,
     config: ConfigOption = None,
 ) -> None:
     """Train, evaluate, log to MLflow and register; prints the model URI and version.
@@ -45,7 +49,7 @@ def train(
     start = time.perf_counter()
     cfg = load_train_config(config)
     check_store(cfg.tracking)  # an unusable store fails now, not after minutes of training
-    loaded, labels = labelled_cohort(data, events, mapping)
+    loaded, labels = labelled_cohort(data, events, mapping, sheet=sheet, strict=strict)
     valid = loaded.result.valid
     loaded_at = time.perf_counter()
     from crsrisk.modeling.candidates import check_candidates

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -11,7 +12,8 @@ from crsrisk.contract.mapping import SiteMapping, apply_mapping, load_mapping
 from crsrisk.contract.validate import ValidationResult, validate, validate_events
 from crsrisk.io import read_table, sniff_csv, table_format
 
-__all__ = ["LoadedTable", "read_site_table", "map_and_validate", "load_baseline", "load_events"]
+__all__ = ["LoadedTable", "site_read_options", "read_site_table", "map_and_validate",
+           "load_baseline", "load_events"]
 
 
 @dataclass(frozen=True)
@@ -31,18 +33,27 @@ class LoadedTable:
         }
 
 
-def read_site_table(
-    path: str | Path, mapping: SiteMapping | None = None, *, sheet: str | None = None
-) -> pd.DataFrame:
-    """Read a site's file as text cells, with the mapping's file options (delimiter, decimal
-    mark, sheet) where it gives them."""
+def site_read_options(
+    path: str | Path, mapping: SiteMapping | None = None, sheet: str | None = None
+) -> dict[str, Any]:
+    """How to read a site's file (``sheet`` and ``dialect``, as ``crsrisk.io.iter_table`` takes
+    them): the mapping's file options (delimiter, decimal mark, sheet) where it gives them, a
+    ``sheet`` given here before the mapping's."""
     options = mapping.file if mapping is not None else None
     dialect = None
     if table_format(path) == "csv" and options is not None:
         dialect = options.dialect(sniff_csv(path))
     if table_format(path) == "excel":
         sheet = sheet if sheet is not None else (options.sheet if options else None)
-    return read_table(path, sheet=sheet, dialect=dialect)
+    return {"sheet": sheet, "dialect": dialect}
+
+
+def read_site_table(
+    path: str | Path, mapping: SiteMapping | None = None, *, sheet: str | None = None
+) -> pd.DataFrame:
+    """Read a site's file as text cells, with the mapping's file options (delimiter, decimal
+    mark, sheet) where it gives them."""
+    return read_table(path, **site_read_options(path, mapping, sheet))
 
 
 def map_and_validate(

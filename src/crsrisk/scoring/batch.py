@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from crsrisk.contract.load import site_read_options
 from crsrisk.contract.mapping import SiteMapping
 from crsrisk.io import iter_table, table_format
 from crsrisk.mlops.loading import DEFAULT_MODEL
@@ -43,6 +44,7 @@ from crsrisk.scoring.outputs import (
     ScoreSummary,
     check_chunk_size,
     check_outputs,
+    class_tier_counts,
     finish_summary,
     no_stale_outputs,
     sibling_path,
@@ -75,6 +77,8 @@ def score_file(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     mapping: str | Path | SiteMapping | None = None,
     progress: bool | None = None,
+    strict: bool = False,
+    sheet: str | None = None,
 ) -> ScoreSummary:
     """Stream ``input_path`` in chunks into ``out`` (scores) and ``rejected_path``.
 
@@ -86,7 +90,7 @@ def score_file(
     Parameters
     ----------
     input_path
-        Baseline table, CSV (cells read as text) or Parquet.
+        Baseline table: CSV or Excel (cells read as text) or Parquet.
     out
         Score table, CSV or Parquet by extension; written only when at least one row scored.
     model
@@ -101,6 +105,10 @@ def score_file(
         Site mapping (YAML path or loaded) applied to each chunk before validation.
     progress
         Show a progress bar on stderr; default: when stderr is a terminal.
+    strict
+        Reject a row with an implausible laboratory value instead of blanking the value.
+    sheet
+        The Excel sheet to read (default: the mapping's ``file.sheet``, else the first).
 
     Returns
     -------
@@ -123,7 +131,7 @@ def score_file(
         risk_model, site_mapping = resolve_model_and_mapping(model, mapping)
         show = sys.stderr.isatty() if progress is None else progress
         run = _Run(input_path, out, rejected_path, risk_model, site_mapping, drivers,
-                   chunk_size, show)
+                   chunk_size, show, strict, site_read_options(input_path, site_mapping, sheet))
         try:
             summary = run.stream(repeated=None)
         except _RepeatedIds as again:
@@ -143,6 +151,8 @@ class _Run:
     drivers: bool
     chunk_size: int
     show: bool
+    strict: bool
+    read_options: dict  # sheet and CSV dialect, as iter_table takes them
 
     def stream(self, repeated: np.ndarray | None) -> ScoreSummary:
         """One pass over the input; raises _RepeatedIds (writing nothing) on a first pass that
@@ -168,21 +178,23 @@ class _Run:
             def hand_over() -> None:
                 """Count the oldest scored chunk and queue its writing."""
                 prepared, scores = scoring.popleft().result()
-                outputs.count(scores, prepared.rejected, prepared.warnings,
-                              n_read=prepared.n_read)
+                outputs.count(class_tier_counts(scores, prepared.valid["therapy_class"]),
+                              prepared.rejected, prepared.warnings, n_read=prepared.n_read)
                 bar.update(prepared.n_read)
                 writing.append(writer.submit(outputs.write, scores, prepared.rejected))
                 if len(writing) > QUEUED_CHUNKS:
                     writing.popleft().result()
 
             offset = 0
-            for raw in _prefetch(iter_table(self.input_path, self.chunk_size)):
+            for raw in _prefetch(iter_table(self.input_path, self.chunk_size,
+                                            **self.read_options)):
                 here = None
                 if repeated is not None:
                     lo, hi = np.searchsorted(repeated, [offset, offset + len(raw)])
                     here = repeated[lo:hi]
                 prepared = prepare(raw, row_offset=offset, mapping=self.mapping,
-                                   repeated=here, hash_ids=repeated is None, model=self.model)
+                                   repeated=here, hash_ids=repeated is None, model=self.model,
+                                   strict=self.strict)
                 ids.add(offset, prepared)
                 offset += len(raw)
                 scoring.append(scorer.submit(self._score, prepared))
@@ -209,7 +221,7 @@ class _Run:
         """
         if table_format(self.out) != "parquet":
             return None
-        names = _input_columns(self.input_path)
+        names = _input_columns(self.input_path, self.read_options)
         if self.mapping is not None:
             names = {self.mapping.rename.get(n, n): t for n, t in names.items()}
         extras = [(n, t) for n, t in names.items() if n not in CONTRACT_COLUMNS]
@@ -262,15 +274,15 @@ def _prefetch(chunks: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         reader.join()
 
 
-def _input_columns(path: Path) -> dict[str, pa.DataType]:
-    """The input's column names and types (CSV cells are text)."""
+def _input_columns(path: Path, read_options: dict) -> dict[str, pa.DataType]:
+    """The input's column names and types (CSV and Excel cells are text)."""
     if table_format(path) == "parquet":
         try:
             schema = pq.read_schema(path)
         except (pa.ArrowException, OSError):
             return {}  # iter_table reports the unreadable file
         return {f.name: f.type for f in schema}
-    first = next(iter_table(path, chunk_size=1), None)
+    first = next(iter_table(path, chunk_size=1, **read_options), None)
     return dict.fromkeys(first.columns, pa.string()) if first is not None else {}
 
 

@@ -93,11 +93,13 @@ def prepare(
     repeated: np.ndarray | None = None,
     hash_ids: bool = False,
     model: RiskModel | None = None,
+    strict: bool = False,
 ) -> Prepared:
     """Map and validate one chunk whose first row is row ``row_offset`` of the file.
 
     ``repeated``: 0-based file rows whose patient_id also occurs in another chunk.
     ``model``: also build its model matrix of the valid rows (pandas work, like validation).
+    ``strict``: reject a row with an implausible laboratory value instead of blanking it.
     """
     mapped = {}
     if mapping is not None:
@@ -105,7 +107,7 @@ def prepare(
         raw, mapped = table.frame, table.validate_kwargs()
     raw = raw.reset_index(drop=True)
     result = validate(raw, with_outcome=False, row_offset=row_offset, allow_all_rejected=True,
-                      **mapped)
+                      strict=strict, **mapped)
     valid, rejected = result.valid, result.rejected
     if repeated is not None and repeated.size:
         valid, rejected = _reject_repeated(raw, valid, rejected, repeated, row_offset)
@@ -179,6 +181,7 @@ def score_frame(
     drivers: bool = True,
     row_offset: int = 0,
     mapping: SiteMapping | None = None,
+    strict: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame, tuple[str, ...]]:
     """Score one table or chunk: (scores with extra columns, rejected rows, unit warnings).
 
@@ -194,6 +197,8 @@ def score_frame(
         Rows of the file before this chunk, so that rejected row numbers count from its top.
     mapping
         A loaded site mapping, applied before validation.
+    strict
+        Reject a row with an implausible laboratory value instead of blanking the value.
 
     Returns
     -------
@@ -201,7 +206,7 @@ def score_frame(
         The score table (contract section 5, then the input's extra columns) of the valid
         rows in input order, the rejected table (section 6) and unit warnings.
     """
-    prepared = prepare(raw, row_offset=row_offset, mapping=mapping)
+    prepared = prepare(raw, row_offset=row_offset, mapping=mapping, strict=strict)
     return chunk_scores(prepared, model, drivers), prepared.rejected, prepared.warnings
 
 

@@ -18,6 +18,7 @@ from types import TracebackType
 import pandas as pd
 import pyarrow as pa
 
+from crsrisk.contract.products import THERAPY_CLASSES
 from crsrisk.contract.rejected import BLANKED, REJECTED
 from crsrisk.contract.validate import empty_rejected
 from crsrisk.errors import ContractError
@@ -28,6 +29,7 @@ __all__ = [
     "ScoreOutputs",
     "ScoreSummary",
     "check_chunk_size",
+    "class_tier_counts",
     "check_outputs",
     "finish_summary",
     "no_stale_outputs",
@@ -44,22 +46,36 @@ class ScoreSummary:
     n_rejected: int = 0
     n_blanked: int = 0  # implausible laboratory values set to missing in scored rows
     tiers: Counter = field(default_factory=Counter)
+    # (therapy_class, tier) -> scored patients
+    class_tiers: Counter = field(default_factory=Counter)
     warnings: list[str] = field(default_factory=list)
     model: str = ""
     seconds: float = 0.0
 
-    def add(self, tiers: pd.Series, rejected: pd.DataFrame, warnings: Iterable[str],
+    def add(self, class_tiers: pd.Series, rejected: pd.DataFrame, warnings: Iterable[str],
             n_read: int = 0) -> None:
-        """Count one chunk: ``tiers`` is its ``risk_tier.value_counts()``."""
+        """Count one chunk: ``class_tiers`` is its scored patients per (therapy_class,
+        risk_tier)."""
         self.n_read += n_read
-        self.n_scored += int(tiers.sum())
+        self.n_scored += int(class_tiers.sum())
         action = rejected["action"]
         self.n_rejected += int(rejected.loc[action.eq(REJECTED), "row_number"].nunique())
         self.n_blanked += int(action.eq(BLANKED).sum())
-        self.tiers.update(tiers.to_dict())
+        for (therapy, tier), n in class_tiers.items():
+            self.class_tiers[(str(therapy), str(tier))] += int(n)
+            self.tiers[str(tier)] += int(n)
         for warning in warnings:
             if warning not in self.warnings:
                 self.warnings.append(warning)
+
+    def tier_table(self) -> pd.DataFrame:
+        """Scored patients per therapy class (rows, in the contract's order) and tier."""
+        classes = sorted({c for c, _ in self.class_tiers}, key=_class_order)
+        table = pd.DataFrame([[self.class_tiers.get((c, t), 0) for t in TIERS] for c in classes],
+                             index=pd.Index(classes, name="therapy_class"),
+                             columns=pd.Index(TIERS, name="tier"), dtype="int64")
+        table.loc["total"] = table.sum()
+        return table
 
     def line(self) -> str:
         """One line for the terminal: counts, tiers, model, time."""
@@ -68,6 +84,19 @@ class ScoreSummary:
         blanked = f", blanked {self.n_blanked:,} values" if self.n_blanked else ""
         return (f"read {self.n_read:,}, scored {self.n_scored:,}, rejected {self.n_rejected:,}"
                 f"{blanked} ({tiers}); model {self.model}; {self.seconds:.1f} s{rate}")
+
+
+def _class_order(therapy: str) -> tuple[int, str]:
+    known = THERAPY_CLASSES
+    return (known.index(therapy) if therapy in known else len(known), therapy)
+
+
+def class_tier_counts(scores: pd.DataFrame, classes: pd.Series) -> pd.Series:
+    """Scored patients per (therapy_class, risk_tier) of one chunk; ``classes`` holds the
+    therapy class of each score row, in the same order."""
+    keys = pd.DataFrame({"therapy_class": classes.astype("str").to_numpy(),
+                         "tier": scores["risk_tier"].astype("str").to_numpy()})
+    return keys.value_counts()
 
 
 def sibling_path(out: str | Path, what: str) -> Path:
@@ -182,10 +211,11 @@ class ScoreOutputs:
             raise
         return self
 
-    def count(self, scores: pd.DataFrame, rejected: pd.DataFrame, warnings: Iterable[str],
+    def count(self, class_tiers: pd.Series, rejected: pd.DataFrame, warnings: Iterable[str],
               n_read: int = 0) -> None:
-        """Add one chunk to the summary (call in input order)."""
-        self.summary.add(scores["risk_tier"].value_counts(), rejected, warnings, n_read=n_read)
+        """Add one chunk to the summary (call in input order); ``class_tiers`` as
+        :func:`class_tier_counts` gives it."""
+        self.summary.add(class_tiers, rejected, warnings, n_read=n_read)
 
     def write(self, scores: pd.DataFrame, rejected: pd.DataFrame) -> None:
         """Append one chunk's scores and rejected rows (call in input order)."""

@@ -22,6 +22,7 @@ score_file_spark
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import time
 import uuid
@@ -34,17 +35,25 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from crsrisk.contract.mapping import SiteMapping
+from crsrisk.contract.load import site_read_options
+from crsrisk.contract.mapping import SiteMapping, load_mapping
 from crsrisk.contract.spec import REJECTED_COLUMNS_DOC
 from crsrisk.errors import ContractError
-from crsrisk.io import table_format
+from crsrisk.io import CsvDialect, decimal_points, sniff_csv, table_format
 from crsrisk.modeling.riskmodel import FLOAT_SCORE_COLUMNS, SCORE_COLUMNS, RiskModel
-from crsrisk.scoring.core import DEFAULT_CHUNK_SIZE, resolve_model_and_mapping, score_frame
+from crsrisk.scoring.core import (
+    DEFAULT_CHUNK_SIZE,
+    chunk_scores,
+    prepare,
+    resolve_model_and_mapping,
+    score_frame,
+)
 from crsrisk.scoring.outputs import (
     ScoreOutputs,
     ScoreSummary,
     check_chunk_size,
     check_outputs,
+    class_tier_counts,
     finish_summary,
     no_stale_outputs,
     sibling_path,
@@ -79,7 +88,9 @@ __all__ = [
 ]
 
 _CHUNK, _KIND, _SEQ = "_crsrisk_chunk", "_crsrisk_kind", "_crsrisk_seq"
-_SCORES, _REJECTED, _WARNING = 0, 1, 2
+# Rows of the combined per-chunk output: scores, rejected rows, warnings, and the chunk's
+# scored patients per (therapy_class, tier) as JSON in the warning column.
+_SCORES, _REJECTED, _WARNING, _COUNTS = 0, 1, 2, 3
 _WARNING_COLUMN = "w0"
 
 
@@ -152,20 +163,33 @@ class _ChunkScorer:
     """The per-chunk function: one whole chunk in, tagged score/rejected/warning rows out."""
 
     def __init__(
-        self, model: RiskModel, layout: _Layout, drivers: bool, mapping: SiteMapping | None
+        self,
+        model: RiskModel,
+        layout: _Layout,
+        drivers: bool,
+        mapping: SiteMapping | None,
+        strict: bool = False,
+        dialect: CsvDialect | None = None,
     ) -> None:
         self.model = model
         self.layout = layout
         self.drivers = drivers
         self.mapping = mapping
+        self.strict = strict
+        self.dialect = dialect
         schema = layout.output_schema()
         self.columns = schema.names
         self.text_columns = [f.name for f in schema.fields if f.dataType.typeName() == "string"]
 
     def __call__(self, raw: pd.DataFrame, chunk: int, offset: int) -> pd.DataFrame:
-        scores, rejected, found = score_frame(
-            raw, self.model, drivers=self.drivers, row_offset=offset, mapping=self.mapping
+        if self.dialect is not None:  # Spark's CSV reader leaves decimal commas as written
+            raw = decimal_points(raw, self.dialect)
+        prepared = prepare(raw, row_offset=offset, mapping=self.mapping, strict=self.strict)
+        scores, rejected, found = (
+            chunk_scores(prepared, self.model, self.drivers), prepared.rejected, prepared.warnings
         )
+        counts = [json.dumps([*key, int(n)]) for key, n in
+                  class_tier_counts(scores, prepared.valid["therapy_class"]).items()]
         if tuple(scores.columns) != self.layout.score_names:
             raise RuntimeError(
                 f"chunk {chunk} scored into columns {list(scores.columns)}, expected "
@@ -183,6 +207,8 @@ class _ChunkScorer:
                 chunk,
                 [_WARNING_COLUMN],
             ),
+            _tag(pd.DataFrame({"w": pd.Series(counts, dtype="str")}), _COUNTS, chunk,
+                 [_WARNING_COLUMN]),
         ]
         out = pd.concat([p for p in parts if len(p)], ignore_index=True)
         return _for_arrow(out.reindex(columns=self.columns), self.text_columns)
@@ -242,9 +268,11 @@ def _score_chunks(
     drivers: bool,
     mapping: SiteMapping | None,
     chunk_size: int,
+    strict: bool = False,
+    dialect: CsvDialect | None = None,
 ) -> DataFrame:
     """One row per score, rejected row and warning, tagged with kind, chunk and order."""
-    scorer = _ChunkScorer(model, layout, drivers, mapping)
+    scorer = _ChunkScorer(model, layout, drivers, mapping, strict, dialect)
     return _map_chunks(numbered, layout.input_names, scorer, layout.output_schema(), chunk_size)
 
 
@@ -282,6 +310,7 @@ def score_spark(
     drivers: bool = True,
     mapping: str | Path | SiteMapping | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    strict: bool = False,
 ) -> tuple[DataFrame, DataFrame]:
     """Score a baseline table held in Spark: (score table, rejected table) as Spark DataFrames.
 
@@ -305,6 +334,8 @@ def score_spark(
     chunk_size
         Rows per chunk: patient_id uniqueness and the unit warnings are checked per chunk, as
         in the pandas engine.
+    strict
+        Reject a row with an implausible laboratory value instead of blanking the value.
 
     Returns
     -------
@@ -327,7 +358,8 @@ def score_spark(
     layout = _layout(spark_df.schema, probe, risk_model, site_mapping)
     numbered, _ = number_rows(spark_df)
     combined = _score_chunks(
-        numbered, layout, risk_model, drivers=drivers, mapping=site_mapping, chunk_size=chunk_size
+        numbered, layout, risk_model, drivers=drivers, mapping=site_mapping,
+        chunk_size=chunk_size, strict=strict,
     )
     combined = combined.persist(StorageLevel.MEMORY_AND_DISK)
     return _split(combined, layout)
@@ -364,6 +396,8 @@ def score_file_spark(
     mapping: str | Path | SiteMapping | None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     timings: dict[str, float] | None = None,
+    strict: bool = False,
+    sheet: str | None = None,
 ) -> ScoreSummary:
     """Score a CSV or Parquet file on Spark into a score file and a rejected-rows file.
 
@@ -396,6 +430,12 @@ def score_file_spark(
         If given, filled with the wall-clock seconds of each phase: ``load`` (model, input
         probe), ``start_up`` (Spark session), ``number_rows`` (the counting pass), ``score``
         (the distributed validation and scoring job), ``write`` (the two output files).
+    strict
+        Reject a row with an implausible laboratory value instead of blanking the value.
+    sheet
+        Accepted for the same refusals as the pandas engine: Spark reads no Excel workbook, so
+        an Excel input (with or without ``sheet``) is refused, and ``sheet`` on a CSV or
+        Parquet file is refused as there.
 
     Returns
     -------
@@ -404,8 +444,8 @@ def score_file_spark(
     Raises
     ------
     ContractError
-        Unusable input (missing, empty, unreadable, a required column missing), or every row
-        rejected (the rejected file is written first).
+        Unusable input (missing, empty, unreadable, a required column missing, an Excel
+        workbook), or every row rejected (the rejected file is written first).
     ModelError
         The model cannot be loaded.
     SparkEngineError
@@ -417,9 +457,18 @@ def score_file_spark(
     input_path, out = Path(input_path), Path(out)
     rejected_path = Path(rejected_path) if rejected_path else sibling_path(out, "rejected")
     check_outputs(input_path, out, rejected_path, mapping)
+    if table_format(input_path) == "excel":
+        raise ContractError(
+            f"--engine spark reads CSV and Parquet files, and {input_path} is an Excel workbook: "
+            "score it with --engine pandas (a sheet holds at most 1,048,576 rows), or save the "
+            "sheet as CSV."
+        )
+    if sheet is not None:
+        raise ContractError(f"--sheet applies to Excel files only, and {input_path} is "
+                            f"{table_format(input_path)}.")
     with no_stale_outputs(out, rejected_path):
         summary = _score_file_on_spark(input_path, out, rejected_path, model, mapping, drivers,
-                                       master, chunk_size, timings, start)
+                                       master, chunk_size, timings, start, strict)
     return finish_summary(summary, input_path, rejected_path, start, out=out)
 
 
@@ -434,9 +483,15 @@ def _score_file_on_spark(
     chunk_size: int,
     timings: dict[str, float],
     start: float,
+    strict: bool,
 ) -> ScoreSummary:
     """score_file_spark once its outputs are checked: start Spark, score, write."""
-    probe = probe_file(input_path)  # unusable files fail here, before Spark starts
+    if mapping is not None and not isinstance(mapping, SiteMapping):
+        mapping = load_mapping(mapping)
+    dialect = None
+    if table_format(input_path) == "csv":  # the mapping's delimiter and decimal mark, or sniffed
+        dialect = site_read_options(input_path, mapping)["dialect"] or sniff_csv(input_path)
+    probe = probe_file(input_path, dialect)  # unusable files fail here, before Spark starts
     risk_model, site_mapping = resolve_model_and_mapping(model, mapping)
     if probe is not None:
         # An empty table, a missing required column...: the pandas engine's own error.
@@ -460,7 +515,8 @@ def _score_file_on_spark(
                         "spark.sql.session.timeZone": "UTC"}
             with _sql_conf(spark, settings):
                 names = _score_to_staging(spark, input_path, probe, staging, risk_model,
-                                          site_mapping, drivers, chunk_size, summary, timings)
+                                          site_mapping, drivers, chunk_size, summary, timings,
+                                          strict, dialect)
         mark = time.perf_counter()
         _write_outputs(staging, names, out, rejected_path, summary)
         timings["write"] = time.perf_counter() - mark
@@ -482,13 +538,15 @@ def _score_to_staging(
     chunk_size: int,
     summary: ScoreSummary,
     timings: dict[str, float],
+    strict: bool,
+    dialect: CsvDialect | None,
 ) -> tuple[str, ...]:
     """Run the distributed job into ``staging``; returns the score table's column names."""
     from pyspark.errors import PySparkException
 
     mark = time.perf_counter()
     try:
-        frame = read_table_spark(spark, input_path)
+        frame = read_table_spark(spark, input_path, dialect)
         layout = _layout(frame.schema, probe, risk_model, mapping)
         numbered, summary.n_read = number_rows(frame, source=str(input_path))
     except PySparkException as exc:
@@ -500,7 +558,8 @@ def _score_to_staging(
     timings["number_rows"] = time.perf_counter() - mark
     mark = time.perf_counter()
     combined = _score_chunks(
-        numbered, layout, risk_model, drivers=drivers, mapping=mapping, chunk_size=chunk_size
+        numbered, layout, risk_model, drivers=drivers, mapping=mapping, chunk_size=chunk_size,
+        strict=strict, dialect=dialect,
     )
     combined.write.partitionBy(_CHUNK).parquet(uri(staging))
     timings["score"] = time.perf_counter() - mark
@@ -529,5 +588,7 @@ def _write_outputs(
                 .set_axis(list(REJECTED_COLUMNS_DOC), axis=1)
                 .astype({"row_number": "int64"})
             )
-            outputs.count(scores, rejected, chunk.loc[kind == _WARNING, _WARNING_COLUMN])
+            counts = [json.loads(c) for c in chunk.loc[kind == _COUNTS, _WARNING_COLUMN]]
+            class_tiers = pd.Series({(c, t): n for c, t, n in counts}, dtype="int64")
+            outputs.count(class_tiers, rejected, chunk.loc[kind == _WARNING, _WARNING_COLUMN])
             outputs.write(scores.reset_index(drop=True), rejected.reset_index(drop=True))

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from pandas._libs.parsers import STR_NA_VALUES
 
 from crsrisk.errors import ContractError, CrsriskError
-from crsrisk.io import iter_table, table_format
+from crsrisk.io import CsvDialect, iter_table, sniff_csv, table_format
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -184,7 +184,9 @@ def _check_utf8(path: Path) -> None:
             ) from None
 
 
-def read_table_spark(spark: SparkSession, path: str | Path) -> DataFrame:
+def read_table_spark(
+    spark: SparkSession, path: str | Path, dialect: CsvDialect | None = None
+) -> DataFrame:
     """Read a CSV or Parquet file as the pandas engine sees it, as a Spark DataFrame.
 
     CSV cells stay text, with the header names, quoting, leading-space skipping and
@@ -200,6 +202,9 @@ def read_table_spark(spark: SparkSession, path: str | Path) -> DataFrame:
         The session to read with.
     path
         A local or shared-file-system path ending in .csv, .csv.gz, .parquet or .pq.
+    dialect
+        The CSV delimiter (default sniffed as the pandas engine does). A decimal comma is not
+        rewritten here: the per-chunk function does it (``crsrisk.io.decimal_points``).
 
     Returns
     -------
@@ -216,15 +221,17 @@ def read_table_spark(spark: SparkSession, path: str | Path) -> DataFrame:
 
     path = Path(path)
     fmt = table_format(path)
-    probe = probe_file(path)
+    probe = probe_file(path, dialect)
     if fmt == "csv":
         _check_utf8(path)
+        dialect = dialect or sniff_csv(path)
         names = [str(c) for c in (probe.columns if probe is not None else ())]
         schema = StructType([StructField(n, StringType()) for n in [*names, OVERFLOW]])
         frame = spark.read.csv(
             uri(path),
             schema=schema,
             header=True,
+            sep=dialect.delimiter,
             enforceSchema=True,
             multiLine=True,  # quoted line breaks, as pandas reads them
             escape='"',
@@ -270,14 +277,14 @@ def quoted(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
-def probe_file(path: Path) -> pd.DataFrame | None:
+def probe_file(path: Path, dialect: CsvDialect | None = None) -> pd.DataFrame | None:
     """The first row as the pandas engine reads it (raises its errors for unusable files).
 
     None when the reader yields no chunk at all (a Parquet file without rows); a CSV file with
     only a header yields an empty chunk, which validation then refuses, as in the pandas engine.
     """
     try:
-        return next(iter_table(path, chunk_size=1))
+        return next(iter_table(path, chunk_size=1, dialect=dialect))
     except StopIteration:
         return None
 
