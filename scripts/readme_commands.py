@@ -4,7 +4,9 @@
 
 Reads the README's ```bash and ```python blocks in order, joins continued lines, and runs each
 command with bash (python blocks with the virtual environment's python). `make` lines are
-skipped (`make demo` is the precondition; `make test` is CI's job). `crsrisk serve` is started
+skipped (`make demo` is the precondition; `make test` is CI's job), and so are the walk-through's
+bare `crsrisk ...` steps: `scripts/walkthrough.py`, itself a README command, runs them in its
+own folder. `crsrisk serve` is started
 in the background and stopped after the block's other commands ran against it. A command
 passes when it exits 0 or 1 (1: some rows rejected or values blanked, as documented) and prints
 no traceback; the script prints each command with its exit code and the end of its output, and
@@ -18,17 +20,21 @@ import re
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FENCE = re.compile(r"^```(bash|python)\s*$\n(.*?)^```\s*$", re.M | re.S)
+FENCE = re.compile(r"^[ \t]*```(bash|python)[ \t]*$\n(.*?)^[ \t]*```[ \t]*$", re.M | re.S)
+# The walk-through's steps run inside the folder scripts/walkthrough.py makes (it runs them).
+WALKTHROUGH_STEP = "crsrisk "
 SERVE_PORT = re.compile(r"--port\s+(\d+)")
 
 
 def blocks(readme: Path) -> list[tuple[str, str]]:
     """The README's runnable blocks, in order, as (language, text)."""
-    return [(m.group(1), m.group(2)) for m in FENCE.finditer(readme.read_text("utf-8"))]
+    return [(m.group(1), textwrap.dedent(m.group(2)))
+            for m in FENCE.finditer(readme.read_text("utf-8"))]
 
 
 def commands(text: str) -> list[str]:
@@ -36,7 +42,7 @@ def commands(text: str) -> list[str]:
     out: list[str] = []
     for line in text.replace("\\\n", " ").splitlines():
         command = line.split("  #")[0].strip()
-        if command and not command.startswith(("#", "make ")):
+        if command and not command.startswith(("#", "make ", WALKTHROUGH_STEP)):
             out.append(command)
     return out
 
