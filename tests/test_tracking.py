@@ -86,6 +86,21 @@ def test_train_prints_uri_and_version_and_makes_the_first_champion(two_trainings
     assert "crsrisk promote 2 --reason" in second.output
 
 
+def test_evaluate_names_the_store_once_and_why(two_trainings, workdir, home):
+    """mlflow exports MLFLOW_TRACKING_URI once a store is set: the same store is not announced
+    a second time as if the user had set that variable."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(workdir)
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.setenv("CRSRISK_HOME", str(home))
+        result = run("evaluate", "--data", "cohort.csv", "--events", "events.csv",
+                     "--allow-training-rows", "--out", workdir / "metrics.json")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("tracking store:")]
+    assert lines == [f"tracking store: sqlite:///{home / 'mlflow.db'} (the per-user store; "
+                     "MLFLOW_TRACKING_URI or CRSRISK_HOME chooses another)"], lines
+
+
 @pytest.fixture
 def client(home, two_trainings, monkeypatch):
     uri = f"sqlite:///{home / 'mlflow.db'}"

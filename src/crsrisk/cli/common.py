@@ -119,9 +119,12 @@ class _StoreLines(logging.Handler):
         self.seen: set[str] = set()
 
     def emit(self, record: logging.LogRecord) -> None:
+        # Once per store, by its URI: mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI, so a
+        # later look-up of the same store would otherwise be announced again, "from" that.
         line = record.getMessage()
-        if line not in self.seen:
-            self.seen.add(line)
+        store = getattr(record, "store_uri", line)
+        if store not in self.seen:
+            self.seen.add(store)
             say(line)
 
 

@@ -288,7 +288,7 @@ def check_store(config: TrackingConfig | None = None) -> StoreLocation:
         The store or its artefact folder cannot be used or written.
     """
     where = locate_store(config)
-    _log.info(where.describe())
+    _log.info(where.describe(), extra={"store_uri": where.uri})
     _check_usable(where)
     database = where.sqlite_file
     if database is not None:
@@ -315,7 +315,7 @@ def existing_store(uri: str, config: TrackingConfig | None = None) -> str:
         The store is unreachable or not a store.
     """
     where = locate_store(config)
-    _log.info(where.describe())
+    _log.info(where.describe(), extra={"store_uri": where.uri})
     _check_usable(where)
     database = _missing_local_store(where)
     if database is not None:
@@ -393,7 +393,7 @@ def connect(config: TrackingConfig | None = None, *, create: bool = True) -> Sto
     where = check_store(config) if create else locate_store(config)
     database = where.sqlite_file
     if not create:
-        _log.info(where.describe())
+        _log.info(where.describe(), extra={"store_uri": where.uri})
         _check_usable(where)
         missing = _missing_local_store(where)
         if missing is not None:
