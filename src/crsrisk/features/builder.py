@@ -24,6 +24,7 @@ scikit-learn's private attributes and need a list of trusted types kept in step 
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Literal
 
 import numpy as np
@@ -102,6 +103,12 @@ def _array(values: list, size: int | None = None) -> np.ndarray:
     return array
 
 
+def _numpy_output() -> AbstractContextManager:
+    """Numpy between the steps, whatever the global scikit-learn output setting (the steps
+    would otherwise pass named frames at fit or transform only, and warn)."""
+    return config_context(transform_output="default")
+
+
 class _LinearDesign:
     """The two fitted ColumnTransformers of the linear shape and the order of their output.
 
@@ -161,7 +168,8 @@ class _LinearDesign:
 
     def fit(self, derived: np.ndarray) -> _LinearDesign:
         """Fit both steps on the derived training matrix."""
-        self.pipeline.fit(derived)
+        with _numpy_output():
+            self.pipeline.fit(derived)
         self._check()
         return self
 
@@ -178,7 +186,8 @@ class _LinearDesign:
             skeleton[1, _POSITION[name]] = np.nan
         for name, codes in levels.items():
             skeleton[:, _POSITION[name]] = codes[0] if codes else np.nan
-        self.pipeline.fit(skeleton)
+        with _numpy_output():
+            self.pipeline.fit(skeleton)
         impute = self.pipeline.named_steps["impute_encode"].named_transformers_["impute"]
         impute.statistics_ = np.array([medians[n] for n in self.numeric], dtype="float64")
         if self.scaled:
@@ -217,9 +226,9 @@ class _LinearDesign:
         """The linear model matrix of derived rows, columns in `names` order."""
         if not len(derived):  # scikit-learn refuses zero rows (an empty chunk when scoring)
             return np.empty((0, len(self.names)))
-        # Our derived matrix is always float64 with NaN only where imputation expects it, so
-        # the finiteness scans are skipped; numpy output whatever the global sklearn config.
-        with config_context(assume_finite=True, transform_output="default"):
+        # Our derived matrix is float64 with NaN only where imputation expects it: the
+        # finiteness scans are skipped.
+        with _numpy_output(), config_context(assume_finite=True):
             matrix = self.pipeline.transform(derived)
         return matrix[:, self.order]
 
@@ -288,7 +297,8 @@ class FeatureBuilder(TransformerMixin, BaseEstimator):
         if self.kind not in ("tree", "linear"):
             raise ValueError(f"kind must be 'tree' or 'linear', got {self.kind!r}")
         derive = DerivedFeatures().fit(X)
-        derived = derive.transform(X)
+        with _numpy_output():  # DerivedFeatures is a scikit-learn transformer too
+            derived = derive.transform(X)
         levels = {}
         for name in CATEGORICAL_FEATURES:
             seen = set(np.unique(derived[:, _POSITION[name]]).tolist())
@@ -340,7 +350,8 @@ class FeatureBuilder(TransformerMixin, BaseEstimator):
             with NaN for missing values, never ``pd.NA``.
         """
         check_is_fitted(self, "feature_names_out_")
-        derived = self.derive_.transform(X)
+        with _numpy_output():
+            derived = self.derive_.transform(X)
         if self.design_ is not None:
             return pd.DataFrame(self.design_.transform(derived), index=X.index,
                                 columns=self.feature_names_out_, copy=False)
