@@ -596,3 +596,13 @@ def test_global_pandas_output_setting_changes_nothing(cohort):
         pd.testing.assert_frame_equal(fb.transform(valid.iloc[300:]), plain)
         refitted = FeatureBuilder("linear", splines=True).fit(valid.iloc[:300])
         pd.testing.assert_frame_equal(refitted.transform(valid.iloc[300:]), plain)
+
+
+@pytest.mark.parametrize("splines", [False, True])
+def test_linear_transform_is_the_column_transformers_own(cohort, splines):
+    valid, _ = cohort
+    fb = FeatureBuilder("linear", splines=splines).fit(valid.iloc[:300])
+    rows = valid.iloc[300:]
+    derived = fb.derive_.transform(rows)
+    expected = fb.design_.pipeline.transform(derived)[:, fb.design_.order]
+    np.testing.assert_array_equal(fb.transform(rows).to_numpy(), expected)
