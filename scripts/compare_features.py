@@ -6,13 +6,15 @@ Simulates a cohort (``simulate_cohort(n, seed)``, validated), fits each builder 
 linear, linear with splines) on the first two thirds and transforms every row, here and in a
 subprocess that imports crsrisk from ``--other``; prints the largest absolute difference per
 shape (native categoricals compared as their levels) and fails when one exceeds ``--tol`` or
-the column names differ. Then times ``transform`` of one row (best of ``--repeats`` runs of
-``--number`` calls, timeit) on both sides.
+the column names differ. Then times ``transform`` of one row, both builders in this process
+(the other checkout's ``features/builder.py`` loaded beside ours), alternating runs of
+``--number`` calls, best of ``--repeats`` per side.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -27,31 +29,55 @@ import pandas as pd
 SHAPES = (("tree", False), ("linear", False), ("linear", True))
 
 
-def matrices(n: int, seed: int, number: int, repeats: int) -> dict:
-    """Matrices and single-row transform times of this interpreter's crsrisk."""
+def _cohort(n: int, seed: int) -> pd.DataFrame:
     from crsrisk.contract.validate import validate
-    from crsrisk.features.builder import FeatureBuilder
     from crsrisk.simulate.cohort import simulate_cohort
 
-    valid = validate(simulate_cohort(n, seed).baseline).valid
+    return validate(simulate_cohort(n, seed).baseline).valid
+
+
+def matrices(n: int, seed: int) -> dict:
+    """Column names and values of each shape's matrix, with this interpreter's crsrisk."""
+    from crsrisk.features.builder import FeatureBuilder
+
+    valid = _cohort(n, seed)
     train = valid.iloc[: 2 * len(valid) // 3]
-    one = valid.iloc[[len(valid) - 1]]
     out = {}
     for kind, splines in SHAPES:
-        builder = FeatureBuilder(kind, splines=splines).fit(train)
-        matrix = builder.transform(valid)
+        matrix = FeatureBuilder(kind, splines=splines).fit(train).transform(valid)
         values = {name: (matrix[name].astype(object).where(matrix[name].notna(), None).tolist()
                          if isinstance(matrix[name].dtype, pd.CategoricalDtype)
                          else matrix[name].to_numpy(dtype="float64").tolist())
                   for name in matrix.columns}
-        seconds = min(timeit.repeat(lambda b=builder: b.transform(one), number=number,
-                                    repeat=repeats)) / number
-        out[f"{kind}{'+splines' if splines else ''}"] = {
-            "columns": list(matrix.columns), "values": values, "one_row_ms": seconds * 1e3}
+        out[f"{kind}{'+splines' if splines else ''}"] = {"columns": list(matrix.columns),
+                                                         "values": values}
     return out
 
 
-def compare(ours: dict, theirs: dict, tol: float) -> bool:
+def one_row_ms(other: Path, n: int, seed: int, number: int, repeats: int) -> dict:
+    """Milliseconds per one-row ``transform``, ours and the other builder's, per shape."""
+    from crsrisk.features.builder import FeatureBuilder
+
+    spec = importlib.util.spec_from_file_location(
+        "other_builder", other / "crsrisk" / "features" / "builder.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    valid = _cohort(n, seed)
+    train, one = valid.iloc[: 2 * len(valid) // 3], valid.iloc[[len(valid) - 1]]
+    out = {}
+    for kind, splines in SHAPES:
+        builders = {side: cls(kind, splines=splines).fit(train)
+                    for side, cls in (("this", FeatureBuilder), ("other", module.FeatureBuilder))}
+        best = {side: float("inf") for side in builders}
+        for _ in range(repeats):
+            for side, builder in builders.items():
+                seconds = timeit.timeit(lambda b=builder: b.transform(one), number=number)
+                best[side] = min(best[side], seconds / number * 1e3)
+        out[f"{kind}{'+splines' if splines else ''}"] = best
+    return out
+
+
+def compare(ours: dict, theirs: dict, times: dict, tol: float) -> bool:
     """Print the differences per shape; True when every shape agrees within ``tol``."""
     fine = True
     for shape, mine in ours.items():
@@ -77,8 +103,8 @@ def compare(ours: dict, theirs: dict, tol: float) -> bool:
                 worst = max(worst, float(np.nanmax(np.abs(x - y))))
         fine &= worst <= tol
         print(f"{shape:16s} columns {len(mine['columns']):3d}  max |difference| {worst:.3g}  "
-              f"one-row transform: this {mine['one_row_ms']:.3f} ms, "
-              f"other {other['one_row_ms']:.3f} ms")
+              f"one-row transform: this {times[shape]['this']:.3f} ms, "
+              f"other {times[shape]['other']:.3f} ms")
     return fine
 
 
@@ -94,7 +120,7 @@ def main() -> None:
     parser.add_argument("--dump", type=Path, help=argparse.SUPPRESS)  # the subprocess's answer
     args = parser.parse_args()
     if args.dump:
-        args.dump.write_text(json.dumps(matrices(args.n, args.seed, args.number, args.repeats)))
+        args.dump.write_text(json.dumps(matrices(args.n, args.seed)))
         return
     if args.other is None:
         parser.error("give --other, the src folder of the checkout to compare with")
@@ -102,11 +128,11 @@ def main() -> None:
         dump = Path(tmp) / "other.json"
         env = {**os.environ, "PYTHONPATH": str(args.other.resolve())}
         subprocess.run([sys.executable, __file__, "--dump", str(dump), "--n", str(args.n),
-                        "--seed", str(args.seed), "--number", str(args.number),
-                        "--repeats", str(args.repeats)], env=env, check=True)
+                        "--seed", str(args.seed)], env=env, check=True)
         theirs = json.loads(dump.read_text())
-    ours = matrices(args.n, args.seed, args.number, args.repeats)
-    sys.exit(0 if compare(ours, theirs, args.tol) else 1)
+    ours = matrices(args.n, args.seed)
+    times = one_row_ms(args.other.resolve(), args.n, args.seed, args.number, args.repeats)
+    sys.exit(0 if compare(ours, theirs, times, args.tol) else 1)
 
 
 if __name__ == "__main__":
