@@ -148,7 +148,7 @@ def _lookup(codes: np.ndarray, table: np.ndarray) -> np.ndarray:
     return table[np.where(codes < 0, len(table) - 1, codes)]
 
 
-def check_columns(df: pd.DataFrame) -> None:
+def _check_columns(df: pd.DataFrame) -> None:
     """Raise ValueError naming the contract columns `DerivedFeatures` needs and ``df`` lacks."""
     missing = [c for c in INPUT_COLUMNS if c not in df.columns]
     if missing:
@@ -171,7 +171,7 @@ def _mean_sd(values: np.ndarray) -> tuple[float, float]:
     return float(values.mean()), sd if sd > 1e-9 else 1.0
 
 
-def burden_scaling(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def _burden_scaling(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Per-diagnosis mean and SD of the log burden marker on ``df`` (the training rows).
 
     Returns
@@ -210,19 +210,21 @@ class DerivedFeatures(TransformerMixin, BaseEstimator):
     Attributes
     ----------
     burden_mean_, burden_sd_ : ndarray
-        Scaling of the log tumour-burden marker per contract diagnosis (`burden_scaling`).
+        Mean and SD of the log1p tumour-burden marker per contract diagnosis on the training
+        rows, plus a final NaN entry for a missing diagnosis (pooled over the marker's
+        diagnoses for one with fewer than `MIN_BURDEN_ROWS` observed markers).
     """
 
     def fit(self, X: pd.DataFrame, y: object = None) -> DerivedFeatures:
         """Learn the tumour-burden scaling per diagnosis on ``X`` (training rows only)."""
-        check_columns(X)
-        self.burden_mean_, self.burden_sd_ = burden_scaling(X)
+        _check_columns(X)
+        self.burden_mean_, self.burden_sd_ = _burden_scaling(X)
         return self
 
     def transform(self, X: pd.DataFrame) -> np.ndarray:
         """The derived features of the rows of ``X``, shape (rows, len(DERIVED_FEATURES))."""
         check_is_fitted(self, "burden_mean_")
-        check_columns(X)
+        _check_columns(X)
         values: dict[str, np.ndarray] = {}
         for name in ("age_years", "ecog", "prior_lines", *_PLAIN, *BOOLEAN_COLUMNS):
             values[name] = _floats(X, name)
