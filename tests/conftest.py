@@ -56,6 +56,7 @@ def baseline() -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------
 
 import os  # noqa: E402
+import shutil  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -163,6 +164,40 @@ def trained(tmp_path_factory) -> Trained:
     registered = log_and_register(store, result, config, valid, labels.severe,
                                   {"input_file": "simulated", "mapping_fingerprint": "none"})
     return Trained(store.uri, folder, registered.model_uri, cohort, config)
+
+
+def private_store(trained: Trained, folder: Path) -> str:
+    """A copy of the shared registry in ``folder``, so that new runs and versions stay out of
+    the original; its tracking URI."""
+    shutil.copy(trained.folder / "mlflow.db", folder / "mlflow.db")
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def use_store(folder: Path, uri: str, monkeypatch: pytest.MonkeyPatch):
+    """Point MLflow and the command line at the store ``uri`` and work in ``folder``.
+
+    Returns the store's ``MlflowClient``.
+    """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(folder)
+    # mlflow keeps the last registry URI set in this process (the CLI sets it once per process).
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(uri, uri)
+
+
+def run_cli(*args: object):
+    """``crsrisk ARGS`` in this process; whatever it says, never with a traceback."""
+    from typer.testing import CliRunner
+
+    from crsrisk.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert "Traceback" not in result.output, result.output
+    return result
 
 
 # Modules whose tests train real models, start servers or Spark (seconds to minutes each).

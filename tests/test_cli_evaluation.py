@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from typer.testing import CliRunner
 
-from crsrisk.cli import app
 from crsrisk.simulate.cohort import simulate_cohort
-
-runner = CliRunner()
+from tests.conftest import private_store, use_store
+from tests.conftest import run_cli as run
 
 
 @pytest.fixture(scope="module")
 def store(trained, tmp_path_factory):
-    """A private copy of the shared registry (new runs and versions stay out of the original)."""
+    """A private copy of the shared registry with a second cohort, labelled and not."""
     folder = tmp_path_factory.mktemp("store")
-    shutil.copy(trained.folder / "mlflow.db", folder / "mlflow.db")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    uri = private_store(trained, folder)
     second = simulate_cohort(1500, seed=2)
     second.baseline.to_csv(folder / "second.csv", index=False)
     second.events.to_csv(folder / "second_events.csv", index=False)
@@ -32,21 +28,8 @@ def store(trained, tmp_path_factory):
 
 @pytest.fixture
 def env(store, monkeypatch):
-    import mlflow
-
     folder, uri = store
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.chdir(folder)
-    # mlflow keeps the last registry URI set in this process (the CLI sets it once per process).
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    return folder, MlflowClient(uri, uri)
-
-
-def run(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert "Traceback" not in result.output, result.output
-    return result
+    return folder, use_store(folder, uri, monkeypatch)
 
 
 def every_text_of_run(client: MlflowClient, run_id: str, folder: Path) -> str:

@@ -9,7 +9,10 @@ import numpy as np
 import pandas as pd
 import pydantic
 import pytest
+from typer.testing import CliRunner
 
+from crsrisk.cli import app
+from crsrisk.config import ConfigError, load_simulation_config, load_yaml_model
 from crsrisk.contract.mapping import (
     CONVERSIONS,
     PROBLEM_COLUMNS,
@@ -19,6 +22,9 @@ from crsrisk.contract.mapping import (
     apply_mapping,
     load_mapping,
 )
+from crsrisk.contract.spec import BASELINE_COLUMNS
+from crsrisk.errors import CrsriskError
+from tests.conftest import baseline_frame
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "configs" / "mapping.example.yaml"
 
@@ -269,6 +275,74 @@ def test_bad_mapping_files(tmp_path, text, pattern):
 def test_missing_mapping_file(tmp_path):
     with pytest.raises(MappingError, match=r"nowhere\.yaml does not exist"):
         load_mapping(tmp_path / "nowhere.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("units: {crp_mg_l: mg/dl}\n", "crp_mg_l"),
+        ("renames: {CRP: crp_mg_l}\n", "renames"),
+        ("rename: [CRP, crp_mg_l]\n", "rename"),
+        ("file: {delimiter: ';;'}\n", "one character"),
+        ("file: {delimeter: ';'}\n", "unknown file option 'delimeter' (did you mean 'delimiter'"),
+    ],
+)
+def test_a_bad_mapping_is_one_sentence_naming_the_file_and_the_key(tmp_path, text, key):
+    path = write(tmp_path, text)
+    with pytest.raises(MappingError) as caught:
+        load_mapping(path)
+    message = str(caught.value)
+    assert message.startswith(f"Mapping file {path}") and key in message
+    assert "\n" not in message and "pydantic" not in message.lower()
+
+
+def test_mapping_and_config_files_share_one_loader(tmp_path):
+    """A YAML mistake reads the same in a mapping and in a config: one loader reads both."""
+    broken = "rename: {CRP: crp_mg_l\n"
+    mapping, config = tmp_path / "mapping.yaml", tmp_path / "simulate.yaml"
+    mapping.write_text(broken, encoding="utf-8")
+    config.write_text(broken, encoding="utf-8")
+    with pytest.raises(MappingError) as from_mapping:
+        load_mapping(mapping)
+    with pytest.raises(ConfigError) as from_config:
+        load_simulation_config(config)
+    assert str(from_mapping.value).replace("Mapping file", "Config file").replace(
+        "mapping.yaml", "simulate.yaml") == str(from_config.value)
+    for path, loader in ((mapping, load_mapping), (config, load_simulation_config)):
+        path.write_text("- a list\n", encoding="utf-8")
+        with pytest.raises(CrsriskError, match="is not a YAML mapping"):
+            loader(path)
+
+
+def test_the_generic_loader_reads_text_and_names_bad_keys(tmp_path):
+    class Codes(pydantic.BaseModel, extra="forbid"):
+        codes: dict[str, str | None] = {}
+
+    path = write(tmp_path, "codes: {1: yes, no: null, 2.0: on}\n")
+    assert load_yaml_model(path, Codes, text=True).codes == {"1": "yes", "no": None, "2.0": "on"}
+    with pytest.raises(ConfigError, match=r"Config file .*mapping\.yaml: codes\.1\b"):
+        load_yaml_model(path, Codes)  # without text, yes/on are booleans and 1 a number
+
+
+def test_the_contract_unit_as_the_contract_writes_it_is_a_mapping_unit():
+    """A site may state a column is in the contract's unit, as docs/contract.md writes it."""
+    specs = {c.name: c for c in BASELINE_COLUMNS}
+    for column in dict.fromkeys(c for c, _ in CONVERSIONS):
+        assert CONVERSIONS[(column, specs[column].unit)] == (1.0, False, "contract unit")
+    out = mapped(raw(platelets_1e9_l=["150"]), units={"platelets_1e9_l": "10^9/L"})
+    assert out.frame["platelets_1e9_l"].iloc[0] == 150.0
+    assert CONVERSIONS[("platelets_1e9_l", "1e9/L")].factor == 1.0  # the earlier spelling
+
+
+def test_a_bad_mapping_exits_2_with_one_line_naming_file_and_key(tmp_path):
+    table = tmp_path / "in.csv"
+    baseline_frame().to_csv(table, index=False)
+    path = write(tmp_path, "units: {crp_mg_l: mg/dl}\n")
+    result = CliRunner().invoke(app, ["validate", str(table), "--mapping", str(path)])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(path) in lines[0] and "crp_mg_l" in lines[0], lines
+    assert "Traceback" not in result.output
 
 
 def test_fingerprint_ignores_key_order_and_tells_mappings_apart(tmp_path):

@@ -10,10 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from mlflow.tracking import MlflowClient
-from typer.testing import CliRunner
 
-from crsrisk.cli import app
 from crsrisk.config import ConfigError, load_train_config
 from crsrisk.evaluation.metrics import calibration_table, subgroup_table
 from crsrisk.evaluation.privacy import (
@@ -26,9 +23,10 @@ from crsrisk.evaluation.privacy import (
     suppress_small_counts,
 )
 from crsrisk.simulate.cohort import simulate_cohort
+from tests.conftest import private_store, use_store
+from tests.conftest import run_cli as run
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # the documented examples
-runner = CliRunner()
 FREE_TEXT_SITE = "Smith, John (ward 4)"
 ELEVEN_SITE = "Ward eleven"
 
@@ -138,7 +136,7 @@ def test_min_cell_12_withholds_a_group_of_eleven():
 def site_store(trained, tmp_path_factory):
     """A copy of the shared registry and a cohort with a free-text site of one patient."""
     folder = tmp_path_factory.mktemp("privacy")
-    shutil.copy(trained.folder / "mlflow.db", folder / "mlflow.db")
+    uri = private_store(trained, folder)
     cohort = simulate_cohort(800, seed=5).baseline
     cohort["site"] = cohort["site"].astype(object)
     cohort.loc[0, "site"] = FREE_TEXT_SITE
@@ -151,25 +149,14 @@ def site_store(trained, tmp_path_factory):
     (folder / "train_4.yaml").write_text(
         (CONFIG_DIR / "train.yaml").read_text().replace("min_cell: 10", "min_cell: 4"))
     shutil.copy(CONFIG_DIR / "score.yaml", folder / "score.yaml")
-    return folder, f"sqlite:///{folder / 'mlflow.db'}"
+    return folder, uri
 
 
 @pytest.fixture
 def site_env(site_store, monkeypatch):
-    import mlflow
-
     folder, uri = site_store
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.chdir(folder)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    return folder, MlflowClient(uri, uri)
+    return folder, use_store(folder, uri, monkeypatch)
 
-
-def run(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert "Traceback" not in result.output, result.output
-    return result
 
 
 def site_rows(payload: dict) -> dict[str, dict]:

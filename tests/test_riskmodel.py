@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 from pathlib import Path
@@ -16,9 +17,18 @@ from crsrisk.contract.validate import validate
 from crsrisk.errors import EnvironmentFault, ModelError
 from crsrisk.modeling.adapters import fitted_adapter
 from crsrisk.modeling.calibration import Calibrator, Recalibrated, calibrator_from_dict
-from crsrisk.modeling.riskmodel import MODEL_FILE, RiskModel, Tiers
-from crsrisk.modeling.train import COMPARATORS, make_estimator, xgboost_trials
+from crsrisk.modeling.riskmodel import MODEL_FILE, TIERS, RiskModel, Tiers
+from crsrisk.modeling.tiers import ActionTiers
+from crsrisk.modeling.train import (
+    COMPARATORS,
+    cv_folds,
+    fit_candidate,
+    make_estimator,
+    planning_texts,
+    xgboost_trials,
+)
 from crsrisk.simulate.cohort import simulate_cohort
+from tests.conftest import fast_config
 
 KINDS = ("xgboost", "logistic", *COMPARATORS)
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
@@ -240,3 +250,40 @@ def test_save_refuses_a_folder_with_files_and_unjsonable_info(models, tmp_path):
     with pytest.raises(ModelError, match="cannot be saved as JSON"):
         odd.save(tmp_path / "odd")
     assert not (tmp_path / "odd").exists()
+
+
+@pytest.mark.parametrize("part", ["planning", "tiers", "action_tiers", "uncertainty",
+                                  "version", "name", "calibrator"])
+def test_a_built_model_cannot_be_changed(models, part):
+    """A model is built once: a new version or part is a new model, the old one unchanged."""
+    model = models["logistic"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(model, part, None)
+    registered = dataclasses.replace(model, version="8", name="crs-other")
+    assert (registered.version, registered.name) == ("8", "crs-other")
+    assert (model.version, model.name) == ("7", "crs-test")
+    assert registered.adapter is model.adapter and registered.planning == model.planning
+
+
+def test_a_replaced_version_is_what_scores_and_saves_carry(models, cohort, tmp_path):
+    valid, _ = cohort
+    registered = dataclasses.replace(models["easix"], version="12")
+    scores = registered.score(valid.head(5), drivers=False)
+    assert scores["model_version"].eq("12").all() and scores["model_name"].eq("crs-test").all()
+    assert RiskModel.load(registered.save(tmp_path / "m")).version == "12"
+    assert models["easix"].score(valid.head(5), drivers=False)["model_version"].eq("7").all()
+
+
+def test_training_builds_each_candidate_complete(cohort, tmp_path):
+    """fit_candidate returns the model scoring uses: tiers, planning and action tiers in it."""
+    valid, y = cohort
+    config = fast_config(tmp_path)
+    folds = cv_folds(valid, pd.Series(y, index=valid.index), config)
+    model = fit_candidate("easix", valid, y, folds, config).model
+    expected = ActionTiers.from_config(config.score)
+    assert model.action_tiers == expected
+    assert (model.tiers.low, model.tiers.high) == expected.thresholds["CAR-T"]
+    assert model.planning == planning_texts(config) and set(model.planning) == set(TIERS)
+    assert model.name == config.tracking.model_name and model.top_k == config.drivers_top_k
+    scores = model.score(valid.head(40), drivers=False)
+    assert scores["planning"].notna().all()

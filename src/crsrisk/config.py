@@ -1,5 +1,9 @@
 """Typed configuration (pydantic): one object per stage, read from YAML files.
 
+`load_yaml_model` is the one loader of every YAML file, the site mappings included
+(crsrisk.contract.mapping holds their model): a missing file, a YAML mistake or a bad key is one
+sentence naming the file and the key.
+
 The defaults ship inside the package (``crsrisk/defaults/*.yaml``, read with importlib.resources,
 so an installed wheel has them); ``configs/`` in the repository holds the same files as examples
 to copy. A path inside a config file (``score_config``, a SQLite ``tracking.uri``,
@@ -10,14 +14,16 @@ from __future__ import annotations
 
 import importlib.resources
 import tomllib
+from collections.abc import Callable
 from datetime import date
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import ErrorDetails
 
 from crsrisk.errors import CrsriskError
 
@@ -44,6 +50,9 @@ __all__ = [
     "ScoreConfig",
     "SimulationConfig",
     "TrainConfig",
+    "read_yaml",
+    "parse_model",
+    "load_yaml_model",
     "load_score_config",
     "load_simulation_config",
     "load_train_config",
@@ -251,31 +260,107 @@ class SimulationConfig(_Strict):
         return end
 
 
-def _read_yaml(path: Path | Traversable) -> dict:
+class _TextLoader(yaml.SafeLoader):
+    """A YAML loader that reads every scalar except null as text.
+
+    Plain YAML turns codes such as ``yes``, ``no``, ``1`` or ``1.0`` into booleans and numbers,
+    which then never match the text cells of a CSV file (site mappings need the text).
+    """
+
+
+_TextLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag == "tag:yaml.org,2002:null"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+Model = TypeVar("Model", bound=BaseModel)
+# Turns pydantic's first error into the words after "<what> <path>"; None: the default wording.
+Describe = Callable[[ErrorDetails], "str | None"]
+
+
+def read_yaml(path: Path | Traversable, *, what: str = "Config file",
+              error: type[CrsriskError] = ConfigError, text: bool = False) -> dict:
+    """The top-level mapping of a YAML file.
+
+    Parameters
+    ----------
+    path
+        The file.
+    what, error
+        How messages name the file ("Config file", "Mapping file") and the error raised.
+    text
+        Read every scalar but null as text (codes such as ``yes`` or ``1`` stay text).
+
+    Raises
+    ------
+    CrsriskError
+        ``error``: the file is missing, unreadable, not YAML or not a mapping at its top level.
+    """
     if not path.is_file():
-        raise ConfigError(f"Config file {path} does not exist: check the path.")
+        raise error(f"{what} {path} does not exist: check the path.")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"),
+                         Loader=_TextLoader if text else yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        # PyYAML's own message spans several lines; one sentence names the problem and line.
+        # PyYAML's own message spans several lines; one sentence names the problem and place.
         mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "unreadable"
-        raise ConfigError(f"Config file {path} is not valid YAML ({problem}{where}).") from exc
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid syntax"
+        raise error(f"{what} {path} is not valid YAML{where} ({problem}): fix the syntax."
+                    ) from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"Config file {path} cannot be read ({exc}).") from exc
+        raise error(f"{what} {path} cannot be read ({exc}).") from exc
     if not isinstance(data, dict):
-        raise ConfigError(f"Config file {path} must hold a mapping of settings.")
+        raise error(f"{what} {path} is not a YAML mapping: write its settings as keys at the "
+                    "top level.")
     return data
 
 
-def _parse(model: type[BaseModel], data: dict, path: Path | Traversable) -> BaseModel:
+def parse_model(model: type[Model], data: dict, path: Path | Traversable, *,
+                what: str = "Config file", error: type[CrsriskError] = ConfigError,
+                describe: Describe | None = None) -> Model:
+    """``data`` checked as ``model``; a bad value or key raises one sentence naming the file
+    and the key (see `load_yaml_model`)."""
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as exc:
         first = exc.errors()[0]
+        cause = first.get("ctx", {}).get("error")
+        if isinstance(cause, CrsriskError):  # a validator's own sentence
+            raise error(f"{what} {path}: {cause}") from exc
+        described = describe(first) if describe is not None else None
+        if described is not None:
+            raise error(f"{what} {path} {described}") from exc
         where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"Config file {path}: {where}: {first['msg']}.") from exc
+        raise error(f"{what} {path}: {where}: {first['msg']}.") from exc
+
+
+def load_yaml_model(path: Path | Traversable, model: type[Model], *, what: str = "Config file",
+                    error: type[CrsriskError] = ConfigError, text: bool = False,
+                    describe: Describe | None = None) -> Model:
+    """A YAML file read and checked as the pydantic ``model``: the one loader of every YAML.
+
+    Parameters
+    ----------
+    path
+        The file.
+    model
+        The pydantic model of its content.
+    what, error
+        How messages name the file ("Config file", "Mapping file") and the error raised.
+    text
+        Read every scalar but null as text (see `read_yaml`).
+    describe
+        Words for pydantic's first error after "<what> <path>", where the default
+        ("<what> <path>: <key>: <problem>.") is not enough; None for the default.
+
+    Raises
+    ------
+    CrsriskError
+        ``error``, with one sentence naming the file and, for a bad setting, its key.
+    """
+    data = read_yaml(path, what=what, error=error, text=text)
+    return parse_model(model, data, path, what=what, error=error, describe=describe)
 
 
 def _anchored_tracking(data: object, folder: Path, origin: str) -> object:
@@ -297,7 +382,7 @@ def _anchored_tracking(data: object, folder: Path, origin: str) -> object:
 def load_score_config(path: str | Path | None = None) -> ScoreConfig:
     """Planning actions per tier (the packaged default score.yaml when ``path`` is None)."""
     source = Path(path) if path else DEFAULTS / "score.yaml"
-    return _parse(ScoreConfig, _read_yaml(source), source)  # type: ignore[return-value]
+    return load_yaml_model(source, ScoreConfig)
 
 
 def load_train_config(path: str | Path | None = None) -> TrainConfig:
@@ -319,11 +404,11 @@ def load_train_config(path: str | Path | None = None) -> TrainConfig:
         The file, or the score config it names, is missing, not YAML or holds a bad setting.
     """
     source: Path | Traversable = Path(path) if path else DEFAULTS / "train.yaml"
-    data = _read_yaml(source)
+    data = read_yaml(source)
     if isinstance(source, Path) and "tracking" in data:
         data["tracking"] = _anchored_tracking(data["tracking"], source.resolve().parent,
                                               str(source))
-    config: TrainConfig = _parse(TrainConfig, data, source)  # type: ignore[assignment]
+    config = parse_model(TrainConfig, data, source)
     if config.score_config is None:
         score_source: Path | Traversable = DEFAULTS / "score.yaml"
     elif isinstance(source, Path):
@@ -336,7 +421,7 @@ def load_train_config(path: str | Path | None = None) -> TrainConfig:
             )
     else:
         score_source = DEFAULTS.joinpath(*Path(config.score_config).parts)
-    score = _parse(ScoreConfig, _read_yaml(score_source), score_source)
+    score = load_yaml_model(score_source, ScoreConfig)
     return config.model_copy(update={"score": score})
 
 
@@ -351,7 +436,7 @@ def load_simulation_config(path: str | Path | None = None) -> SimulationConfig:
     if path is None:
         return SimulationConfig()
     path = Path(path)
-    return _parse(SimulationConfig, _read_yaml(path), path)  # type: ignore[return-value]
+    return load_yaml_model(path, SimulationConfig)
 
 
 def find_project_file(start: Path | None = None) -> Path | None:

@@ -21,8 +21,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 import pydantic
-import yaml
+from pydantic_core import ErrorDetails
 
+from crsrisk.config import load_yaml_model
 from crsrisk.contract.header import fold
 from crsrisk.contract.rejected import Source, conform_rejected, empty_rejected
 from crsrisk.contract.spec import (
@@ -57,35 +58,29 @@ class Conversion(NamedTuple):
     why: str
 
 
-# (contract column, site unit) -> conversion to the contract unit. The contract's own units are
-# listed too (factor 1), so that a site may state its units explicitly.
-CONVERSIONS: dict[tuple[str, str], Conversion] = {
-    ("crp_mg_l", "mg/L"): Conversion(1.0, False, "contract unit"),
+# (contract column, site unit) -> conversion to the contract unit.
+_SITE_UNITS: dict[tuple[str, str], Conversion] = {
+    # The contract unit as the column name writes it.
+    ("platelets_1e9_l", "1e9/L"): Conversion(1.0, False, "contract unit"),
+    ("anc_1e9_l", "1e9/L"): Conversion(1.0, False, "contract unit"),
+    ("cell_dose_1e6_per_kg", "1e6_per_kg"): Conversion(1.0, False, "contract unit"),
     ("crp_mg_l", "mg/dL"): Conversion(10.0, False, "1 dL = 0.1 L, so mg/dL x 10 = mg/L"),
-    ("creatinine_mg_dl", "mg/dL"): Conversion(1.0, False, "contract unit"),
     ("creatinine_mg_dl", "umol/L"): Conversion(
         1 / 88.4, False, "creatinine 113.12 g/mol: 88.4 umol/L = 1 mg/dL"
     ),
-    ("platelets_1e9_l", "1e9/L"): Conversion(1.0, False, "contract unit"),
     ("platelets_1e9_l", "per_uL"): Conversion(1e-3, False, "1 /uL = 1e6 /L = 0.001 x 1e9/L"),
     ("platelets_1e9_l", "1e3_per_uL"): Conversion(1.0, False, "1e3/uL = 1e9/L"),
-    ("anc_1e9_l", "1e9/L"): Conversion(1.0, False, "contract unit"),
     ("anc_1e9_l", "per_uL"): Conversion(1e-3, False, "1 /uL = 1e6 /L = 0.001 x 1e9/L"),
     ("anc_1e9_l", "1e3_per_uL"): Conversion(1.0, False, "1e3/uL = 1e9/L"),
-    ("marrow_blasts_pct", "%"): Conversion(1.0, False, "contract unit"),
     ("marrow_blasts_pct", "fraction"): Conversion(100.0, False, "a fraction 0..1 x 100 = %"),
-    ("marrow_plasma_cells_pct", "%"): Conversion(1.0, False, "contract unit"),
     ("marrow_plasma_cells_pct", "fraction"): Conversion(
         100.0, False, "a fraction 0..1 x 100 = %"
     ),
-    ("hemoglobin_g_dl", "g/dL"): Conversion(1.0, False, "contract unit"),
     ("hemoglobin_g_dl", "g/L"): Conversion(0.1, False, "1 L = 10 dL, so g/L / 10 = g/dL"),
     ("hemoglobin_g_dl", "mmol/L"): Conversion(
         1.611, False, "per haem monomer (16,114.5 g/mol): 1 mmol/L = 16.11 g/L = 1.611 g/dL"
     ),
-    ("ferritin_ng_ml", "ng/mL"): Conversion(1.0, False, "contract unit"),
     ("ferritin_ng_ml", "ug/L"): Conversion(1.0, False, "1 ug/L = 1 ng/mL"),
-    ("cell_dose_1e6_per_kg", "1e6_per_kg"): Conversion(1.0, False, "contract unit"),
     ("cell_dose_1e6_per_kg", "cells_per_kg"): Conversion(1e-6, False, "cells/kg / 1e6"),
     ("cell_dose_1e6_per_kg", "total_cells"): Conversion(
         1e-6, True, "total cells / 1e6, then / weight in kg"
@@ -96,8 +91,16 @@ CONVERSIONS: dict[tuple[str, str], Conversion] = {
     ("cell_dose_1e6_per_kg", "total_1e8_cells"): Conversion(
         100.0, True, "1e8 cells = 100 x 1e6 cells, then / weight in kg"
     ),
-    ("weight_kg", "kg"): Conversion(1.0, False, "contract unit"),
     ("weight_kg", "lb"): Conversion(0.45359237, False, "1 lb = 0.45359237 kg exactly"),
+}
+
+
+# Every unit a mapping may name: the contract's own unit of each convertible column (factor 1,
+# so that a site may state its units explicitly), then the site units.
+CONVERSIONS: dict[tuple[str, str], Conversion] = {
+    **{(column, _SPECS[column].unit): Conversion(1.0, False, "contract unit")
+       for column in dict.fromkeys(c for c, _ in _SITE_UNITS)},
+    **_SITE_UNITS,
 }
 
 
@@ -282,20 +285,6 @@ class MappedTable:
                 "extra_warnings": self.warnings}
 
 
-class _StringLoader(yaml.SafeLoader):
-    """YAML loader that reads every scalar except null as a string.
-
-    Plain YAML would turn codes such as ``yes``, ``no``, ``1`` or ``1.0`` into booleans and
-    numbers, which then never match the text cells of a CSV file.
-    """
-
-
-_StringLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag == "tag:yaml.org,2002:null"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
 def load_mapping(path: str | Path) -> SiteMapping:
     """Read and check a site mapping file.
 
@@ -314,27 +303,8 @@ def load_mapping(path: str | Path) -> SiteMapping:
         If the file is missing or not valid YAML, has an unknown section, maps to a column
         that is not in the contract, names an unknown unit, or renames two columns to one.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise MappingError(f"mapping file {path} does not exist: check the path")
-    try:
-        content = yaml.load(path.read_text(encoding="utf-8"), Loader=_StringLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid syntax"
-        raise MappingError(
-            f"mapping file {path} is not valid YAML{where} ({problem}): fix the syntax"
-        ) from exc
-    if not isinstance(content, dict):
-        raise MappingError(
-            f"mapping file {path} is not a YAML mapping: write the sections rename, recode "
-            "and units as keys at the top level"
-        )
-    try:
-        return SiteMapping.model_validate(content)
-    except pydantic.ValidationError as exc:
-        raise _mapping_error(exc, path) from exc
+    return load_yaml_model(Path(path), SiteMapping, what="Mapping file", error=MappingError,
+                           text=True, describe=_describe)
 
 
 def apply_mapping(df: pd.DataFrame, mapping: SiteMapping, *, row_offset: int = 0) -> MappedTable:
@@ -549,21 +519,17 @@ def _nearest(name: str, candidates: tuple[str, ...] | list[str]) -> str:
     return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
 
 
-def _mapping_error(exc: pydantic.ValidationError, path: Path) -> MappingError:
-    """One-sentence MappingError from pydantic's first error."""
-    error = exc.errors()[0]
-    cause = error.get("ctx", {}).get("error")
-    if isinstance(cause, MappingError):
-        return MappingError(f"mapping file {path}: {cause}")
+def _describe(error: ErrorDetails) -> str:
+    """The words after "Mapping file PATH" for pydantic's first error: an unknown section with
+    the nearest one, or where the layout is broken."""
     where = ".".join(str(p) for p in error["loc"])
-    if error["type"] == "extra_forbidden":
+    if error["type"] == "extra_forbidden" and len(error["loc"]) == 1:
         sections = tuple(SiteMapping.model_fields)
-        return MappingError(
-            f"mapping file {path} has an unknown section {where!r}"
-            f"{_nearest(str(error['loc'][0]), sections)}: the sections are "
-            f"{', '.join(sections)}"
-        )
-    return MappingError(
-        f"mapping file {path} is malformed at {where or 'the top level'} ({error['msg']}): "
-        "see configs/mapping.example.yaml for the layout"
-    )
+        return (f"has an unknown section {where!r}{_nearest(where, sections)}: the sections "
+                f"are {', '.join(sections)}.")
+    if error["type"] == "extra_forbidden" and error["loc"][0] == "file":
+        name, options = str(error["loc"][-1]), tuple(FileOptions.model_fields)
+        return (f"has an unknown file option {name!r}{_nearest(name, options)}: the options "
+                f"are {', '.join(options)}.")
+    return (f"is malformed at {where or 'the top level'} ({error['msg']}): see "
+            "configs/mapping.example.yaml for the layout.")

@@ -30,12 +30,15 @@ _TYPES = {"str": "text", "category": "text (one of the allowed)", "float": "numb
 
 
 def _columns_table(specs: Sequence[ColumnSpec]) -> list[str]:
-    rows = ["| column | type | unit | allowed | required | meaning |",
-            "|---|---|---|---|---|---|"]
+    labelled = any(s.label for s in specs)
+    rows = ["| column | " + ("shown as | " if labelled else "")
+            + "type | unit | allowed | required | meaning |",
+            "|---|" + ("---|" if labelled else "") + "---|---|---|---|---|"]
     for s in specs:
         meaning = s.meaning + (" Implausible values are blanked (see section 6)." if s.lab
                                else "")
-        rows.append(f"| {s.name} | {_TYPES[s.kind]} | {s.unit} | {s.allowed} | "
+        shown = f" {s.heading} |" if labelled else ""
+        rows.append(f"| {s.name} |{shown} {_TYPES[s.kind]} | {s.unit} | {s.allowed} | "
                     f"{'yes' if s.required else 'no'} | {meaning.strip()} |")
     return rows
 
@@ -70,6 +73,8 @@ def markdown() -> str:
         "review, and `--mapping mapping.yaml` applies it.",
         "",
         "## 1. Baseline table (input to training and to scoring)",
+        "",
+        "*shown as*: how driver texts and the model report name the column and its unit.",
         "",
         *_columns_table(BASELINE_COLUMNS),
         "",
@@ -127,7 +132,8 @@ def csv_template() -> str:
 def write_xlsx_template(path: str | Path) -> None:
     """An Excel workbook: the header on one sheet, the column reference on another."""
     reference = pd.DataFrame([
-        {"column": s.name, "type": _TYPES[s.kind], "unit": s.unit, "allowed": s.allowed,
+        {"column": s.name, "shown as": s.heading, "type": _TYPES[s.kind], "unit": s.unit,
+         "allowed": s.allowed,
          "required": "yes" if s.required else "no", "meaning": s.meaning}
         for s in (*BASELINE_COLUMNS, *OUTCOME_COLUMNS)
     ])
@@ -144,6 +150,8 @@ def json_schema() -> str:
     for s in (*BASELINE_COLUMNS, *OUTCOME_COLUMNS):
         prop: dict[str, object] = {"type": [kinds[s.kind]] + ([] if s.required else ["null"]),
                                    "description": s.meaning}
+        if s.label:
+            prop["title"] = s.heading
         if s.levels:
             prop["enum"] = [*s.levels] + ([] if s.required else [None])
         if s.kind in ("float", "int") and s.min is not None:

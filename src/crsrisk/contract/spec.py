@@ -30,6 +30,7 @@ __all__ = [
     "OUTCOME_COLUMNS",
     "EVENT_COLUMNS",
     "BASELINE_NAMES",
+    "BASELINE_SPECS",
     "OUTCOME_NAMES",
     "CAR_T_ONLY",
     "FIRST_INFUSION_DATE",
@@ -68,6 +69,12 @@ class ColumnSpec:
     lab : bool
         A laboratory value: an implausible (out-of-range) value is set to missing and the row is
         still used, the blanking reported; other columns reject the row.
+    label : str
+        How a clinician names the column in driver texts, the model report and the contract
+        ("CRP"); "" for columns that are no clinical finding (``patient_id``, ``site``).
+    label_unit : str, optional
+        The unit as written beside a value in driver texts and the report, where it differs from
+        `unit` ("x10^9/L" for "10^9/L"); None: `unit`.
     """
 
     name: str
@@ -79,6 +86,19 @@ class ColumnSpec:
     meaning: str = ""
     unit: str = ""
     lab: bool = False
+    label: str = ""
+    label_unit: str | None = None
+
+    @property
+    def display_unit(self) -> str:
+        """The unit as driver texts and the report write it beside a value."""
+        return self.unit if self.label_unit is None else self.label_unit
+
+    @property
+    def heading(self) -> str:
+        """Label with unit, as a table heading or axis reads it: "CRP (mg/L)", "Product"."""
+        unit = self.display_unit
+        return f"{self.label} ({unit})" if unit else self.label
 
     @property
     def required(self) -> bool:
@@ -101,8 +121,10 @@ class ColumnSpec:
         return ""
 
 
-def _lab(name: str, low: float, high: float, unit: str, meaning: str) -> ColumnSpec:
-    return ColumnSpec(name, "float", min=low, max=high, unit=unit, meaning=meaning, lab=True)
+def _lab(name: str, low: float, high: float, unit: str, meaning: str, label: str,
+         label_unit: str | None = None) -> ColumnSpec:
+    return ColumnSpec(name, "float", min=low, max=high, unit=unit, meaning=meaning, lab=True,
+                      label=label, label_unit=label_unit)
 
 
 BASELINE_COLUMNS: tuple[ColumnSpec, ...] = (
@@ -113,46 +135,60 @@ BASELINE_COLUMNS: tuple[ColumnSpec, ...] = (
     ColumnSpec("infusion_date", "date", nullable=False,
                meaning="day 0: the CAR-T infusion or the first bispecific step-up dose"),
     ColumnSpec("age_years", "float", nullable=False, min=0, max=110, unit="years",
-               meaning="age at infusion"),
-    ColumnSpec("sex", "category", levels=SEXES, meaning="F female, M male"),
-    ColumnSpec("weight_kg", "float", min=2, max=300, unit="kg", meaning="body weight"),
-    ColumnSpec("ecog", "int", min=0, max=4, meaning="ECOG performance status"),
+               meaning="age at infusion", label="Age"),
+    ColumnSpec("sex", "category", levels=SEXES, meaning="F female, M male",
+               label="Sex"),
+    ColumnSpec("weight_kg", "float", min=2, max=300, unit="kg", meaning="body weight",
+               label="Weight"),
+    ColumnSpec("ecog", "int", min=0, max=4, meaning="ECOG performance status",
+               label="ECOG"),
     ColumnSpec("diagnosis", "category", nullable=False, levels=DIAGNOSES,
                meaning="LBCL large B-cell lymphoma, FL follicular lymphoma, MCL mantle cell "
                "lymphoma, B-ALL B-cell acute lymphoblastic leukaemia, CLL chronic lymphocytic "
-               "leukaemia, MM multiple myeloma, SCLC small-cell lung cancer"),
+               "leukaemia, MM multiple myeloma, SCLC small-cell lung cancer",
+               label="Diagnosis"),
     ColumnSpec("therapy_class", "category", nullable=False, levels=THERAPY_CLASSES,
-               meaning="CAR-T cells or a bispecific T-cell engager"),
+               meaning="CAR-T cells or a bispecific T-cell engager", label="Therapy"),
     ColumnSpec("product", "category", nullable=False, levels=tuple(PRODUCTS),
                meaning="generic product name (see the product table); must belong to "
-               "therapy_class"),
+               "therapy_class", label="Product"),
     ColumnSpec("costim_domain", "category", levels=COSTIM_DOMAINS,
                meaning="CAR costimulatory domain; CAR-T only, filled from the product table "
-               "when missing; must be empty for bispecifics"),
+               "when missing; must be empty for bispecifics", label="Costimulation"),
     ColumnSpec("cell_dose_1e6_per_kg", "float", min=0, max=1000, unit="10^6 cells/kg",
-               meaning="infused CAR-T cells per kg body weight; CAR-T only"),
+               meaning="infused CAR-T cells per kg body weight; CAR-T only",
+               label="Cell dose", label_unit="x10^6/kg"),
     ColumnSpec("lymphodepletion", "category", levels=LYMPHODEPLETION,
-               meaning="lymphodepleting chemotherapy (flu_cy fludarabine + cyclophosphamide)"),
-    ColumnSpec("prior_lines", "int", min=0, max=25, meaning="prior lines of therapy"),
-    ColumnSpec("bridging_therapy", "bool", meaning="bridging therapy before infusion"),
-    _lab("ldh_u_l", 20, 50000, "U/L", "lactate dehydrogenase"),
+               meaning="lymphodepleting chemotherapy (flu_cy fludarabine + cyclophosphamide)",
+               label="Lymphodepletion"),
+    ColumnSpec("prior_lines", "int", min=0, max=25, meaning="prior lines of therapy",
+               label="Prior lines"),
+    ColumnSpec("bridging_therapy", "bool", meaning="bridging therapy before infusion",
+               label="Bridging therapy"),
+    _lab("ldh_u_l", 20, 50000, "U/L", "lactate dehydrogenase", "LDH"),
     ColumnSpec("spd_cm2", "float", min=0, max=2000, unit="cm^2",
-               meaning="sum of the products of diameters (lymphoma burden)"),
+               meaning="sum of the products of diameters (lymphoma burden)", label="SPD",
+               label_unit="cm2"),
     ColumnSpec("marrow_blasts_pct", "float", min=0, max=100, unit="%",
-               meaning="bone marrow blasts (ALL burden)"),
+               meaning="bone marrow blasts (ALL burden)", label="Marrow blasts"),
     ColumnSpec("marrow_plasma_cells_pct", "float", min=0, max=100, unit="%",
-               meaning="bone marrow plasma cells (myeloma burden)"),
-    ColumnSpec("bulky_disease", "bool", meaning="bulky disease"),
-    _lab("crp_mg_l", 0, 1000, "mg/L", "C-reactive protein (mg/dL x 10 = mg/L)"),
-    _lab("ferritin_ng_ml", 0, 200000, "ng/mL", "ferritin (ng/mL = ug/L)"),
-    _lab("platelets_1e9_l", 0, 3000, "10^9/L", "platelet count (10^9/L = 10^3/uL)"),
-    _lab("anc_1e9_l", 0, 200, "10^9/L", "absolute neutrophil count"),
-    _lab("hemoglobin_g_dl", 1, 25, "g/dL", "haemoglobin (g/L / 10 = g/dL)"),
-    _lab("creatinine_mg_dl", 0.05, 30, "mg/dL", "serum creatinine (umol/L / 88.4 = mg/dL)"),
-    _lab("il6_pg_ml", 0, 1e6, "pg/mL", "interleukin-6 at baseline"),
-    ColumnSpec("prior_autoimmune_disease", "bool", meaning="history of autoimmune disease"),
+               meaning="bone marrow plasma cells (myeloma burden)",
+               label="Marrow plasma cells"),
+    ColumnSpec("bulky_disease", "bool", meaning="bulky disease", label="Bulky disease"),
+    _lab("crp_mg_l", 0, 1000, "mg/L", "C-reactive protein (mg/dL x 10 = mg/L)", "CRP"),
+    _lab("ferritin_ng_ml", 0, 200000, "ng/mL", "ferritin (ng/mL = ug/L)", "Ferritin"),
+    _lab("platelets_1e9_l", 0, 3000, "10^9/L", "platelet count (10^9/L = 10^3/uL)", "Platelets",
+         "x10^9/L"),
+    _lab("anc_1e9_l", 0, 200, "10^9/L", "absolute neutrophil count", "ANC", "x10^9/L"),
+    _lab("hemoglobin_g_dl", 1, 25, "g/dL", "haemoglobin (g/L / 10 = g/dL)", "Haemoglobin"),
+    _lab("creatinine_mg_dl", 0.05, 30, "mg/dL", "serum creatinine (umol/L / 88.4 = mg/dL)",
+         "Creatinine"),
+    _lab("il6_pg_ml", 0, 1e6, "pg/mL", "interleukin-6 at baseline", "IL-6"),
+    ColumnSpec("prior_autoimmune_disease", "bool", meaning="history of autoimmune disease",
+               label="Prior autoimmune disease"),
     ColumnSpec("hlh_history", "bool",
-               meaning="HLH, or a genetic condition that predisposes to it"),
+               meaning="HLH, or a genetic condition that predisposes to it",
+               label="HLH history"),
 )
 
 # Outcome columns: required for training and evaluation, optional (and ignored) for scoring.
@@ -177,6 +213,7 @@ EVENT_COLUMNS: tuple[ColumnSpec, ...] = (
 )
 
 BASELINE_NAMES: tuple[str, ...] = tuple(c.name for c in BASELINE_COLUMNS)
+BASELINE_SPECS: dict[str, ColumnSpec] = {c.name: c for c in BASELINE_COLUMNS}
 OUTCOME_NAMES: tuple[str, ...] = tuple(c.name for c in OUTCOME_COLUMNS)
 CAR_T_ONLY = ("costim_domain", "cell_dose_1e6_per_kg")
 FIRST_INFUSION_DATE = "2009-01-01"

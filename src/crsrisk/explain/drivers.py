@@ -22,11 +22,11 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from crsrisk.contract.spec import BASELINE_SPECS
 from crsrisk.features.builder import feature_group, feature_label
 from crsrisk.features.published import easix, m_easix
 
 __all__ = [
-    "DISPLAY",
     "Contributions",
     "CohortTerms",
     "contributions_of",
@@ -52,37 +52,6 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from crsrisk.modeling.riskmodel import RiskModel
-
-# How a clinician reads a contract column: label and unit.
-DISPLAY: dict[str, tuple[str, str]] = {
-    "age_years": ("Age", "years"),
-    "sex": ("Sex", ""),
-    "weight_kg": ("Weight", "kg"),
-    "ecog": ("ECOG", ""),
-    "diagnosis": ("Diagnosis", ""),
-    "therapy_class": ("Therapy", ""),
-    "product": ("Product", ""),
-    "costim_domain": ("Costimulation", ""),
-    "cell_dose_1e6_per_kg": ("Cell dose", "x10^6/kg"),
-    "lymphodepletion": ("Lymphodepletion", ""),
-    "prior_lines": ("Prior lines", ""),
-    "bridging_therapy": ("Bridging therapy", ""),
-    "ldh_u_l": ("LDH", "U/L"),
-    "spd_cm2": ("SPD", "cm2"),
-    "marrow_blasts_pct": ("Marrow blasts", "%"),
-    "marrow_plasma_cells_pct": ("Marrow plasma cells", "%"),
-    "bulky_disease": ("Bulky disease", ""),
-    "crp_mg_l": ("CRP", "mg/L"),
-    "ferritin_ng_ml": ("Ferritin", "ng/mL"),
-    "platelets_1e9_l": ("Platelets", "x10^9/L"),
-    "anc_1e9_l": ("ANC", "x10^9/L"),
-    "hemoglobin_g_dl": ("Haemoglobin", "g/dL"),
-    "creatinine_mg_dl": ("Creatinine", "mg/dL"),
-    "il6_pg_ml": ("IL-6", "pg/mL"),
-    "prior_autoimmune_disease": ("Prior autoimmune disease", ""),
-    "hlh_history": ("HLH history", ""),
-}
-
 
 @dataclass(frozen=True)
 class Contributions:
@@ -162,8 +131,9 @@ SCORE_GROUPS = {"log2_m_easix": ("m-EASIX", m_easix), "log2_easix": ("EASIX", ea
 
 def _phrase(group: str, valid: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
     """"<label> <value> <unit>" for the driver ``group`` of the given rows."""
-    if group in DISPLAY and group in valid.columns:
-        label, unit = DISPLAY[group]
+    spec = BASELINE_SPECS.get(group)
+    if spec is not None and spec.label and group in valid.columns:
+        label, unit = spec.label, spec.display_unit
         values = _format_values(valid[group].iloc[rows])
         text = f"{label} " + values
         if unit:
@@ -264,9 +234,9 @@ def driver_label(group: str) -> str:
     """
     if group in SHORT_LABELS:
         return SHORT_LABELS[group]
-    if group in DISPLAY:
-        label, unit = DISPLAY[group]
-        return f"{label} ({unit})" if unit else label
+    spec = BASELINE_SPECS.get(group)
+    if spec is not None and spec.label:
+        return spec.heading
     return feature_label(group)
 
 

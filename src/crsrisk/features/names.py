@@ -9,39 +9,13 @@ from __future__ import annotations
 
 import re
 
+from crsrisk.contract.spec import BASELINE_COLUMNS
 from crsrisk.features.derive import LOG_LABS
 
 __all__ = ["feature_group", "feature_label", "raw_value_column"]
 
-# Label and unit of each contract column a feature can come from.
-_COLUMN_LABELS: dict[str, str] = {
-    "age_years": "Age (years)",
-    "sex": "Sex",
-    "weight_kg": "Weight (kg)",
-    "ecog": "ECOG performance status",
-    "diagnosis": "Diagnosis",
-    "therapy_class": "Therapy class",
-    "product": "Product",
-    "costim_domain": "Costimulatory domain",
-    "cell_dose_1e6_per_kg": "Cell dose (x10^6/kg)",
-    "lymphodepletion": "Lymphodepletion",
-    "prior_lines": "Prior lines of therapy",
-    "bridging_therapy": "Bridging therapy",
-    "ldh_u_l": "LDH (U/L)",
-    "spd_cm2": "SPD (cm2)",
-    "marrow_blasts_pct": "Marrow blasts (%)",
-    "marrow_plasma_cells_pct": "Marrow plasma cells (%)",
-    "bulky_disease": "Bulky disease",
-    "crp_mg_l": "CRP (mg/L)",
-    "ferritin_ng_ml": "Ferritin (ng/mL)",
-    "platelets_1e9_l": "Platelets (x10^9/L)",
-    "anc_1e9_l": "ANC (x10^9/L)",
-    "hemoglobin_g_dl": "Haemoglobin (g/dL)",
-    "creatinine_mg_dl": "Creatinine (mg/dL)",
-    "il6_pg_ml": "IL-6 (pg/mL)",
-    "prior_autoimmune_disease": "Prior autoimmune disease",
-    "hlh_history": "HLH history or predisposition",
-}
+# Label and unit of each contract column a feature can come from: the contract's.
+_COLUMN_LABELS: dict[str, str] = {c.name: c.heading for c in BASELINE_COLUMNS if c.label}
 # Derived features: their contract column (None: no single raw value) and label. Labels never
 # contain ";", which separates drivers in the score table.
 _DERIVED: dict[str, tuple[str | None, str]] = {

@@ -245,8 +245,7 @@ def register_recalibrated(
                                 experiment_id=(ref.experiment_id if ref and ref.experiment_id
                                                else store.experiment_id))
     version = next_version(store)
-    model = recalibration.model
-    model.name, model.version = name, version
+    model = dataclasses.replace(recalibration.model, name=name, version=version)
     source_label = f"{ref.name}/{ref.version}" if ref else f"{source.name}/{source.version}"
     metrics = {
         **{f"before_{k}": v for k, v in recalibration.before.items()},

@@ -10,7 +10,7 @@ import json
 import subprocess
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import matplotlib
@@ -187,7 +187,13 @@ def log_and_register(
     selected = result.selected
     fingerprint = data_fingerprint(valid, severe, provenance)
     version = next_version(store)
-    selected.model.version = version
+    # The registered model: the selected one with its version and where its data came from.
+    selected.model = replace(selected.model, version=version, info={
+        **selected.model.info,
+        "data_sha256": fingerprint["data_sha256"],
+        "mapping_fingerprint": provenance.get("mapping_fingerprint", "none"),
+        "training_row_hashes": row_hashes(valid).tolist(),
+    })
     with mlflow.start_run(experiment_id=store.experiment_id, run_name="train") as run:
         mlflow.log_params(config_params(config))
         mlflow.set_tags({**fingerprint, "git_commit": git_commit(), **library_versions(),
@@ -224,10 +230,6 @@ def log_and_register(
         for path, figure in figures.items():
             mlflow.log_figure(figure, path)
             plt.close(figure)
-        selected.model.info.update({"data_sha256": fingerprint["data_sha256"],
-                                    "mapping_fingerprint": provenance.get(
-                                        "mapping_fingerprint", "none"),
-                                    "training_row_hashes": row_hashes(valid).tolist()})
         info = log_risk_model(selected.model)
         run_id = run.info.run_id
     metrics = {**selected.cv_metrics, **{f"test_{k}": v for k, v in

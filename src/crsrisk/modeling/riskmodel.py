@@ -102,9 +102,13 @@ def _texts(choices: list[str | None], codes: np.ndarray, index: pd.Index) -> pd.
     return pd.Series(taken.to_pandas(), dtype="str").set_axis(index)
 
 
-@dataclass
+@dataclass(frozen=True)
 class RiskModel:
     """A fitted candidate: ``margin`` (log-odds), ``risk`` (calibrated), ``score`` (table).
+
+    Built once with every part it holds and never changed afterwards: a model with another
+    version, calibrator or intervals is a new one (``dataclasses.replace``), so a model that
+    scored a row is the model whose name and version the row carries.
 
     Parameters
     ----------

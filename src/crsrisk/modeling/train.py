@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -395,14 +395,16 @@ def fit_candidate(
         "cv_brier": float(np.mean((oof_risk - y) ** 2)),
         **{f"cv_log_loss_{m}": s for m, s in cal_scores.items()},
     }
+    action_tiers = ActionTiers.from_config(config.score)
     risk_model = RiskModel(
         adapter=fitted_adapter(KIND.get(name, name), clone(estimator).fit(valid, y)),
         calibrator=Calibrator(method).fit(margin, y),
-        tiers=Tiers(*ActionTiers.from_config(config.score).thresholds["CAR-T"]),
-        planning={},
+        tiers=Tiers(*action_tiers.thresholds["CAR-T"]),
+        planning=planning_texts(config),
         top_k=config.drivers_top_k,
         name=config.tracking.model_name,
         info={"candidate": name, "calibration": method},
+        action_tiers=action_tiers,
     )
     return CandidateResult(name, params, method, cv_metrics, oof_risk, risk_model,
                            search=search)
@@ -468,7 +470,6 @@ def train_models(
     train, test = valid.loc[train_index], valid.loc[test_index]
     y_train, y_test = y_all.loc[train_index].to_numpy(), y_all.loc[test_index].to_numpy()
     folds = cv_folds(train, y_all.loc[train_index], config)
-    planning = planning_texts(config)
     action_tiers = ActionTiers.from_config(config.score)
     results = []
     for number, name in enumerate(names, start=1):
@@ -477,9 +478,6 @@ def train_models(
             lambda s, n, f, name=name, number=number: progress(TrainingStep(
                 name, number, len(names), s, n, f, len(folds))))
         result = fit_candidate(name, train, y_train, folds, config, step)
-        result.model.planning = planning
-        result.model.tiers = Tiers(*action_tiers.thresholds["CAR-T"])
-        result.model.action_tiers = action_tiers
         result.apparent = performance(y_train, result.model.risk(train))
         if len(test_index):
             result.test_risk = result.model.risk(test)
@@ -510,7 +508,7 @@ def train_models(
         ensemble, out.ensemble_risk = fit_ensemble(
             selected.model, estimator, train, y_train, config.uncertainty.models,
             config.uncertainty.level, config.seed)
-        selected.model.uncertainty = ensemble
+        selected.model = replace(selected.model, uncertainty=ensemble)
         timings["uncertainty"] = time.perf_counter() - start
     return out
 

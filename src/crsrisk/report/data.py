@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from crsrisk.contract.spec import BASELINE_COLUMNS, ColumnSpec
+from crsrisk.contract.spec import BASELINE_COLUMNS, BASELINE_SPECS, ColumnSpec
 from crsrisk.evaluation.privacy import (
     MIN_CELL,
     check_min_cell,
@@ -28,7 +28,6 @@ from crsrisk.evaluation.privacy import (
     withheld,
 )
 from crsrisk.evaluation.validation import Evaluation
-from crsrisk.explain.drivers import DISPLAY, driver_label
 from crsrisk.features.builder import BURDEN_MARKER_OF
 from crsrisk.mlops.evaluation_runs import ModelRef
 
@@ -72,7 +71,7 @@ METRIC_NAMES = {
     "ece": "Expected calibration error (10 quantile bins)",
     "prevalence": "Observed severe CRS rate",
 }
-COLUMN_SPECS: dict[str, ColumnSpec] = {spec.name: spec for spec in BASELINE_COLUMNS}
+COLUMN_SPECS: dict[str, ColumnSpec] = BASELINE_SPECS
 
 
 # ------------------------------------------------------------------------------------------
@@ -171,8 +170,9 @@ def column_label(name: str) -> str:
     Columns without a clinical label (``site``, ``infusion_date``) read as their contract name
     in words (``"Site"``, ``"Infusion date"``).
     """
-    if name in DISPLAY:
-        return driver_label(name)
+    spec = COLUMN_SPECS.get(name)
+    if spec is not None and spec.label:
+        return spec.heading
     return name.replace("_", " ").capitalize()
 
 
