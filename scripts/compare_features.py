@@ -1,4 +1,4 @@
-"""Compare this checkout's FeatureBuilder with another checkout's: same matrices, single-row time.
+"""Compare this checkout's FeatureBuilder with another checkout's: same matrices, and speed.
 
     PYTHONPATH=src python scripts/compare_features.py --other /path/to/other/checkout/src
 
@@ -6,9 +6,9 @@ Simulates a cohort (``simulate_cohort(n, seed)``, validated), fits each builder 
 linear, linear with splines) on the first two thirds and transforms every row, here and in a
 subprocess that imports crsrisk from ``--other``; prints the largest absolute difference per
 shape (native categoricals compared as their levels) and fails when one exceeds ``--tol`` or
-the column names differ. Then times ``transform`` of one row, both builders in this process
-(the other checkout's ``features/builder.py`` loaded beside ours), alternating runs of
-``--number`` calls, best of ``--repeats`` per side.
+the column names differ. Then times ``transform`` of one row (``--number`` calls) and of all
+rows, both builders in this process (the other checkout's ``features/builder.py`` loaded beside
+ours), alternating, best of ``--repeats`` per side.
 """
 
 from __future__ import annotations
@@ -68,11 +68,13 @@ def one_row_ms(other: Path, n: int, seed: int, number: int, repeats: int) -> dic
     for kind, splines in SHAPES:
         builders = {side: cls(kind, splines=splines).fit(train)
                     for side, cls in (("this", FeatureBuilder), ("other", module.FeatureBuilder))}
-        best = {side: float("inf") for side in builders}
+        best = {f"{side}{what}": float("inf") for side in builders for what in ("", "_all")}
         for _ in range(repeats):
             for side, builder in builders.items():
                 seconds = timeit.timeit(lambda b=builder: b.transform(one), number=number)
                 best[side] = min(best[side], seconds / number * 1e3)
+                seconds = timeit.timeit(lambda b=builder: b.transform(valid), number=1)
+                best[f"{side}_all"] = min(best[f"{side}_all"], seconds * 1e3)
         out[f"{kind}{'+splines' if splines else ''}"] = best
     return out
 
@@ -102,9 +104,11 @@ def compare(ours: dict, theirs: dict, times: dict, tol: float) -> bool:
             if x.size and (~np.isnan(x)).any():
                 worst = max(worst, float(np.nanmax(np.abs(x - y))))
         fine &= worst <= tol
+        rows = len(mine["values"][mine["columns"][0]])
         print(f"{shape:16s} columns {len(mine['columns']):3d}  max |difference| {worst:.3g}  "
               f"one-row transform: this {times[shape]['this']:.3f} ms, "
-              f"other {times[shape]['other']:.3f} ms")
+              f"other {times[shape]['other']:.3f} ms; all {rows} rows: "
+              f"this {times[shape]['this_all']:.1f} ms, other {times[shape]['other_all']:.1f} ms")
     return fine
 
 
