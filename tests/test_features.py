@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import sklearn
 import xgboost as xgb
 from sklearn.base import clone
+from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, SplineTransformer, StandardScaler
 
 from crsrisk.contract.products import PRODUCTS
 from crsrisk.contract.spec import BASELINE_NAMES
@@ -477,3 +481,128 @@ def test_from_dict_refuses_a_state_it_did_not_write(cohort, edit, words):
     with pytest.raises(ValueError, match="not a crsrisk feature builder state") as exc:
         FeatureBuilder.from_dict(state)
     assert words in str(exc.value)
+
+
+# ----------------------------------------------------------------------------------------------
+# Against the previous builder (hand-written imputation, scaling, one-hot): a golden file
+# ----------------------------------------------------------------------------------------------
+
+GOLDEN = Path(__file__).parent / "golden" / "feature_builder_v1.json"
+
+
+@pytest.fixture(scope="module")
+def golden() -> dict:
+    """States and matrices written by the FeatureBuilder before it used scikit-learn's steps:
+    fitted on ``synthetic_cohort(400, seed=11)`` without tarlatamab, applied to
+    ``synthetic_cohort(40, seed=12)`` (tree categoricals as codes of the seen levels)."""
+    return json.loads(GOLDEN.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def golden_rows(golden) -> tuple[pd.DataFrame, pd.DataFrame]:
+    n, seed, excluded = golden["cohort"]["train"]
+    train, _ = synthetic_cohort(n=n, seed=seed, exclude_products=tuple(excluded))
+    later, _ = synthetic_cohort(*golden["cohort"]["later"])
+    return train, later
+
+
+def _as_numbers(matrix: pd.DataFrame) -> np.ndarray:
+    """The matrix as floats, native categoricals as their codes (NaN when missing)."""
+    out = matrix.copy()
+    for name in CATEGORICAL_FEATURES:
+        if name in out and isinstance(out[name].dtype, pd.CategoricalDtype):
+            codes = out[name].cat.codes.to_numpy().astype("float64")
+            out[name] = np.where(codes < 0, np.nan, codes)
+    return out.to_numpy(dtype="float64")
+
+
+def _golden_matrix(entry: dict) -> np.ndarray:
+    return np.array([[np.nan if v is None else v for v in row] for row in entry["matrix"]])
+
+
+@pytest.mark.parametrize("index", [0, 1, 2], ids=["tree", "linear", "linear-splines"])
+def test_same_matrix_and_state_as_the_previous_builder(golden, golden_rows, index):
+    entry = golden["builders"][index]
+    train, later = golden_rows
+    fb = FeatureBuilder(entry["kind"], splines=entry["splines"]).fit(train)
+    out = fb.transform(later)
+    assert list(out.columns) == entry["columns"]
+    np.testing.assert_allclose(_as_numbers(out), _golden_matrix(entry), rtol=0, atol=1e-9)
+    # Unseen tarlatamab rows: missing for trees, an all-zero one-hot block for linear models.
+    tarlatamab = later["product"].eq("tarlatamab").to_numpy()
+    assert tarlatamab.any()
+    if entry["kind"] == "linear":
+        products = [c for c in out.columns if c.startswith("product=")]
+        assert (out.loc[tarlatamab, products] == 0).all().all()
+    state, expected = fb.to_dict(), entry["state"]
+    assert state.keys() == expected.keys()
+    for key in ("kind", "splines", "category_levels", "numeric", "indicators"):
+        assert state.get(key) == expected.get(key), key
+    numbers = {key: state[key] for key in ("burden_mean", "burden_sd")}
+    numbers.update({f"{key}/{name}": value for key in ("medians", "spline_knots", "scales")
+                    for name, value in state.get(key, {}).items()})
+    for key, value in numbers.items():
+        part, _, name = key.partition("/")
+        saved = expected[part][name] if name else expected[part]
+        np.testing.assert_allclose(np.array(value, dtype=float), np.array(saved, dtype=float),
+                                   rtol=1e-12, atol=1e-12, err_msg=key)
+    for key in ("medians", "spline_knots", "scales"):
+        assert state.get(key, {}).keys() == expected.get(key, {}).keys(), key
+
+
+@pytest.mark.parametrize("index", [0, 1, 2], ids=["tree", "linear", "linear-splines"])
+def test_a_state_saved_by_the_previous_builder_still_loads(golden, golden_rows, index):
+    entry = golden["builders"][index]
+    restored = FeatureBuilder.from_dict(entry["state"])
+    out = restored.transform(golden_rows[1])
+    assert list(out.columns) == entry["columns"]
+    np.testing.assert_allclose(_as_numbers(out), _golden_matrix(entry), rtol=0, atol=1e-12)
+
+
+def test_linear_steps_are_scikit_learns_and_rebuilt_with_their_parameters(cohort):
+    valid, _ = cohort
+    fb = FeatureBuilder("linear", splines=True).fit(valid.iloc[:400])
+    restored = FeatureBuilder.from_dict(json.loads(json.dumps(fb.to_dict())))
+    fitted, rebuilt = fb.design_.pipeline, restored.design_.pipeline
+    impute = fitted.named_steps["impute_encode"].named_transformers_["impute"]
+    assert isinstance(impute, SimpleImputer) and impute.add_indicator
+    assert impute.strategy == "median"
+    one_hot = fitted.named_steps["impute_encode"].named_transformers_["one_hot"]
+    assert isinstance(one_hot, OneHotEncoder) and one_hot.handle_unknown == "ignore"
+    expand = fitted.named_steps["scale_expand"].named_transformers_
+    assert isinstance(expand["scale"], StandardScaler)
+    assert isinstance(expand["splines"], SplineTransformer)
+    assert repr(rebuilt) == repr(fitted)
+    for step in ("impute_encode", "scale_expand"):
+        for name, ours in fitted.named_steps[step].named_transformers_.items():
+            theirs = rebuilt.named_steps[step].named_transformers_[name]
+            for attribute in ("statistics_", "mean_", "scale_"):
+                if hasattr(ours, attribute):
+                    np.testing.assert_array_equal(getattr(theirs, attribute),
+                                                  getattr(ours, attribute))
+            if hasattr(ours, "categories_"):
+                assert ([c.tolist() for c in theirs.categories_]
+                        == [c.tolist() for c in ours.categories_])
+            for a, b in zip(getattr(ours, "bsplines_", []), getattr(theirs, "bsplines_", []),
+                            strict=True):
+                np.testing.assert_array_equal(a.t, b.t)
+
+
+def test_global_pandas_output_setting_changes_nothing(cohort):
+    valid, _ = cohort
+    fb = FeatureBuilder("linear", splines=True).fit(valid.iloc[:300])
+    plain = fb.transform(valid.iloc[300:])
+    with sklearn.config_context(transform_output="pandas"):
+        pd.testing.assert_frame_equal(fb.transform(valid.iloc[300:]), plain)
+        refitted = FeatureBuilder("linear", splines=True).fit(valid.iloc[:300])
+        pd.testing.assert_frame_equal(refitted.transform(valid.iloc[300:]), plain)
+
+
+@pytest.mark.parametrize("splines", [False, True])
+def test_linear_transform_is_the_column_transformers_own(cohort, splines):
+    valid, _ = cohort
+    fb = FeatureBuilder("linear", splines=splines).fit(valid.iloc[:300])
+    rows = valid.iloc[300:]
+    derived = fb.derive_.transform(rows)
+    expected = fb.design_.pipeline.transform(derived)[:, fb.design_.order]
+    np.testing.assert_array_equal(fb.transform(rows).to_numpy(), expected)

@@ -1,90 +1,68 @@
-"""Derived features of the validated baseline table, as a scikit-learn transformer.
+"""The model matrix of the validated baseline table: our derived features, scikit-learn's steps.
 
-`FeatureBuilder` computes one set of clinically motivated features (log labs, log2 m-EASIX and
-EASIX, a disease-specific tumour-burden score, costimulation, the flu/Cy flag, ...) and emits
-it in one of two shapes: ``kind="tree"`` for XGBoost (native missing values and native
-categoricals) or ``kind="linear"`` for a penalised logistic regression (imputed, standardised,
-one-hot, optionally splines). Everything that depends on data (burden scaling, seen category
-levels, medians, scales, spline knots) is learned at ``fit`` on the training rows only.
+`FeatureBuilder` is a transformer in two shapes. ``kind="tree"`` (XGBoost) is the derived
+features of `crsrisk.features.derive` with native missing values and native categoricals.
+``kind="linear"`` (penalised logistic regression) runs them through a scikit-learn pipeline:
 
-`feature_label` and `raw_value_column` translate feature names for clinicians (SHAP drivers).
+1. `DerivedFeatures` (ours: log labs, tumour burden per diagnosis, EASIX, codes of levels);
+2. a ``ColumnTransformer``: ``SimpleImputer(strategy="median", add_indicator=True)`` on the
+   numeric features, ``OneHotEncoder(handle_unknown="ignore")`` on the categoricals;
+3. a ``ColumnTransformer``: ``StandardScaler`` on the continuous features and, with
+   ``splines=True``, ``SplineTransformer`` (cubic, knots at training quantiles) on a few key
+   ones; binary features and missing indicators pass through.
+
+Everything that depends on data is learned at ``fit`` on the training rows only.
+
+Persistence is JSON of the fitted parameters (`to_dict` / `from_dict`): burden scaling, seen
+levels, medians, indicator features, knots, means and scales; `from_dict` rebuilds the same
+scikit-learn objects and sets those parameters, so a round trip transforms identically. JSON
+rather than skops: a model artefact stays plain data that nothing executes when it is read, a
+reviewer can read it, and the format is the one models saved before this pipeline used (they
+still load). skops would store the objects' whole internal state, tie saved models to
+scikit-learn's private attributes and need a list of trusted types kept in step with them.
 """
 
 from __future__ import annotations
 
-import re
+from contextlib import AbstractContextManager
 from typing import Literal
 
 import numpy as np
 import pandas as pd
+from sklearn import config_context
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.preprocessing import SplineTransformer
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, SplineTransformer, StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
-from crsrisk.contract.products import (
-    COSTIM_DOMAINS,
-    DIAGNOSES,
-    LYMPHODEPLETION,
-    PRODUCTS,
-    THERAPY_CLASSES,
+from crsrisk.contract.products import DIAGNOSES
+from crsrisk.features.derive import (
+    BINARY_FEATURES,
+    BURDEN_MARKER_OF,
+    CATEGORICAL_FEATURES,
+    CATEGORY_LEVELS,
+    CONTINUOUS_FEATURES,
+    DERIVED_FEATURES,
+    INPUT_COLUMNS,
+    DerivedFeatures,
 )
-from crsrisk.contract.spec import BASELINE_COLUMNS
-from crsrisk.features.published import easix, log2_score, m_easix
+from crsrisk.features.names import feature_group, feature_label, raw_value_column
 
 __all__ = [
     "BINARY_FEATURES",
+    "BURDEN_MARKER_OF",
     "CATEGORICAL_FEATURES",
     "CONTINUOUS_FEATURES",
     "INPUT_COLUMNS",
+    "SPLINE_FEATURES",
     "FeatureBuilder",
     "feature_group",
     "feature_label",
     "raw_value_column",
 ]
 
-# log2(value + offset): an offset of 1 where the contract allows 0 (CRP, ferritin, IL-6, SPD).
-LOG_LABS: dict[str, tuple[str, float]] = {
-    "log_ldh": ("ldh_u_l", 0.0),
-    "log_crp": ("crp_mg_l", 1.0),
-    "log_ferritin": ("ferritin_ng_ml", 1.0),
-    "log_il6": ("il6_pg_ml", 1.0),
-    "log_creatinine": ("creatinine_mg_dl", 0.0),
-    "log_spd": ("spd_cm2", 1.0),
-    # Platelets and cell dose act multiplicatively too (Hay 2017); offsets keep 0 finite.
-    "log_platelets": ("platelets_1e9_l", 1.0),
-    "log_cell_dose": ("cell_dose_1e6_per_kg", 0.01),
-}
-BOOLEAN_COLUMNS = ("bridging_therapy", "bulky_disease", "prior_autoimmune_disease", "hlh_history")
-
-CONTINUOUS_FEATURES: tuple[str, ...] = (
-    "age_years",
-    "ecog",
-    "prior_lines",
-    "log_cell_dose",
-    "log_ldh",
-    "log_crp",
-    "log_ferritin",
-    "log_il6",
-    "log_creatinine",
-    "log_platelets",
-    "anc_1e9_l",
-    "hemoglobin_g_dl",
-    "log_spd",
-    "marrow_blasts_pct",
-    "marrow_plasma_cells_pct",
-    "tumour_burden",
-    "log2_m_easix",
-    "log2_easix",
-)
-BINARY_FEATURES: tuple[str, ...] = ("flu_cy", *BOOLEAN_COLUMNS)
-CATEGORICAL_FEATURES: tuple[str, ...] = ("diagnosis", "therapy_class", "product", "costim")
-# Levels in contract order; "none" is the costimulation of a bispecific (no CAR construct).
-CATEGORY_LEVELS: dict[str, tuple[str, ...]] = {
-    "diagnosis": DIAGNOSES,
-    "therapy_class": THERAPY_CLASSES,
-    "product": tuple(PRODUCTS),
-    "costim": (*COSTIM_DOMAINS, "none"),
-}
 SPLINE_FEATURES: tuple[str, ...] = (
     "age_years",
     "log_ldh",
@@ -94,154 +72,8 @@ SPLINE_FEATURES: tuple[str, ...] = (
 )
 SPLINE_KNOTS = 4
 SPLINE_DEGREE = 3
-
-# The burden marker of each diagnosis; SCLC and "other" have none, so their burden is missing.
-BURDEN_MARKERS = ("spd_cm2", "marrow_blasts_pct", "marrow_plasma_cells_pct")
-BURDEN_MARKER_OF: dict[str, str] = {
-    "LBCL": "spd_cm2",
-    "FL": "spd_cm2",
-    "MCL": "spd_cm2",
-    "CLL": "spd_cm2",
-    "B-ALL": "marrow_blasts_pct",
-    "MM": "marrow_plasma_cells_pct",
-}
-# A diagnosis with fewer observed markers than this in training is scaled with its marker's
-# pooled statistics (all diagnoses sharing the marker) instead of its own.
-MIN_BURDEN_ROWS = 10
-
-INPUT_COLUMNS: tuple[str, ...] = tuple(
-    dict.fromkeys(
-        (
-            "age_years",
-            "ecog",
-            "prior_lines",
-            "cell_dose_1e6_per_kg",
-            *(column for column, _ in LOG_LABS.values()),
-            "platelets_1e9_l",
-            "anc_1e9_l",
-            "hemoglobin_g_dl",
-            *BURDEN_MARKERS,
-            "lymphodepletion",
-            *BOOLEAN_COLUMNS,
-            "diagnosis",
-            "therapy_class",
-            "product",
-            "costim_domain",
-        )
-    )
-)
-
-
-# ----------------------------------------------------------------------------------------------
-# Common derived features (no fitted state except the burden scaling)
-# ----------------------------------------------------------------------------------------------
-
-
-def _floats(df: pd.DataFrame, column: str) -> np.ndarray:
-    return df[column].to_numpy(dtype="float64", na_value=np.nan)
-
-
-def _codes(df: pd.DataFrame, column: str, levels: tuple[str, ...]) -> np.ndarray:
-    """Integer codes of ``column`` in ``levels`` (-1 for missing or any other value)."""
-    col = df[column]
-    # Unordered CategoricalDtypes compare equal whatever their level order: compare lists.
-    same = isinstance(col.dtype, pd.CategoricalDtype) and list(col.cat.categories) == list(levels)
-    if not same:
-        col = col.astype(pd.CategoricalDtype(list(levels)))
-    return col.cat.codes.to_numpy()
-
-
-def _lookup(codes: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """``table[codes]`` with code -1 (missing) mapped to the last entry of ``table``."""
-    return table[np.where(codes < 0, len(table) - 1, codes)]
-
-
-def _check_columns(df: pd.DataFrame) -> None:
-    missing = [c for c in INPUT_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(
-            f"FeatureBuilder needs the validated baseline table; missing column(s) "
-            f"{', '.join(missing)}: validate the table with crsrisk.contract.validate first"
-        )
-
-
-def _burden_log(df: pd.DataFrame, dx_codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """log1p of each row's diagnosis-specific burden marker, and the marker index (-1: none)."""
-    marker_index = np.array(
-        [
-            BURDEN_MARKERS.index(BURDEN_MARKER_OF[d]) if d in BURDEN_MARKER_OF else -1
-            for d in DIAGNOSES
-        ]
-        + [-1]
-    )
-    which = _lookup(dx_codes, marker_index)
-    stacked = np.column_stack([_floats(df, m) for m in BURDEN_MARKERS])
-    picked = np.take_along_axis(stacked, np.maximum(which, 0)[:, None], axis=1)[:, 0]
-    return np.where(which >= 0, np.log1p(picked), np.nan), which
-
-
-def _common(df: pd.DataFrame, burden_mean: np.ndarray, burden_sd: np.ndarray) -> dict:
-    """All derived features; numeric as float64 arrays, categoricals as contract-level codes."""
-    out: dict[str, np.ndarray] = {}
-    for name in ("age_years", "ecog", "prior_lines"):
-        out[name] = _floats(df, name)
-    for name, (column, offset) in LOG_LABS.items():
-        out[name] = np.log2(_floats(df, column) + offset)
-    for name in (
-        "anc_1e9_l",
-        "hemoglobin_g_dl",
-        "marrow_blasts_pct",
-        "marrow_plasma_cells_pct",
-    ):
-        out[name] = _floats(df, name)
-    dx = _codes(df, "diagnosis", DIAGNOSES)
-    burden, _ = _burden_log(df, dx)
-    out["tumour_burden"] = (burden - _lookup(dx, burden_mean)) / _lookup(dx, burden_sd)
-    out["log2_m_easix"] = log2_score(m_easix(df))
-    out["log2_easix"] = log2_score(easix(df))
-    ld = _codes(df, "lymphodepletion", LYMPHODEPLETION)
-    flu_cy = ld == LYMPHODEPLETION.index("flu_cy")
-    out["flu_cy"] = np.where(ld < 0, np.nan, flu_cy.astype("float64"))
-    for name in BOOLEAN_COLUMNS:
-        out[name] = _floats(df, name)
-    out["diagnosis"] = dx
-    therapy = _codes(df, "therapy_class", THERAPY_CLASSES)
-    out["therapy_class"] = therapy
-    out["product"] = _codes(df, "product", tuple(PRODUCTS))
-    costim = _codes(df, "costim_domain", COSTIM_DOMAINS)
-    bispecific = therapy == THERAPY_CLASSES.index("bispecific")
-    out["costim"] = np.where(bispecific, len(COSTIM_DOMAINS), costim)
-    return out
-
-
-def _burden_scaling(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Per-diagnosis mean and SD of the log burden marker on ``df`` (the training rows).
-
-    Returned arrays have one entry per contract diagnosis plus a final NaN entry for a missing
-    diagnosis; a diagnosis without a marker, or without enough data, falls back to the pooled
-    statistics of its marker, and to NaN when the marker was never observed.
-    """
-    dx = _codes(df, "diagnosis", DIAGNOSES)
-    burden, which = _burden_log(df, dx)
-    observed = ~np.isnan(burden)
-    pooled = {}
-    for k, marker in enumerate(BURDEN_MARKERS):
-        values = burden[observed & (which == k)]
-        pooled[marker] = _mean_sd(values) if values.size >= 2 else (np.nan, np.nan)
-    mean = np.full(len(DIAGNOSES) + 1, np.nan)
-    sd = np.full(len(DIAGNOSES) + 1, np.nan)
-    for i, diagnosis in enumerate(DIAGNOSES):
-        marker = BURDEN_MARKER_OF.get(diagnosis)
-        if marker is None:
-            continue
-        values = burden[observed & (dx == i)]
-        mean[i], sd[i] = _mean_sd(values) if values.size >= MIN_BURDEN_ROWS else pooled[marker]
-    return mean, sd
-
-
-def _mean_sd(values: np.ndarray) -> tuple[float, float]:
-    sd = float(values.std())
-    return float(values.mean()), sd if sd > 1e-9 else 1.0
+_NUMERIC = (*CONTINUOUS_FEATURES, *BINARY_FEATURES)
+_POSITION = {name: j for j, name in enumerate(DERIVED_FEATURES)}
 
 
 def _knots(values: np.ndarray) -> np.ndarray | None:
@@ -255,7 +87,7 @@ def _knots(values: np.ndarray) -> np.ndarray | None:
         if high - low < 1e-9:
             return None
         knots = np.linspace(low, high, SPLINE_KNOTS)
-    return knots.reshape(-1, 1)
+    return knots
 
 
 def _json_floats(values: np.ndarray) -> list[float | None]:
@@ -271,9 +103,149 @@ def _array(values: list, size: int | None = None) -> np.ndarray:
     return array
 
 
-# ----------------------------------------------------------------------------------------------
-# The transformer
-# ----------------------------------------------------------------------------------------------
+def _numpy_output() -> AbstractContextManager:
+    """Numpy between the steps, whatever the global scikit-learn output setting (the steps
+    would otherwise pass named frames at fit or transform only, and warn)."""
+    return config_context(transform_output="default")
+
+
+class _LinearDesign:
+    """The two fitted ColumnTransformers of the linear shape and the order of their output.
+
+    Parameters
+    ----------
+    numeric
+        Numeric features used (observed at fit), in `_NUMERIC` order.
+    indicators
+        Those with a missing value at fit (a ``<feature>_missing`` column each).
+    knots
+        Spline knots per splined feature.
+    levels
+        Level codes seen at fit per categorical feature (contract codes, ascending).
+    """
+
+    def __init__(self, numeric: list[str], indicators: list[str], knots: dict[str, np.ndarray],
+                 levels: dict[str, list[int]]) -> None:
+        self.numeric = numeric
+        self.indicators = indicators
+        self.knots = knots
+        self.scaled = [n for n in numeric if n in CONTINUOUS_FEATURES and n not in knots]
+        self.splined = [n for n in numeric if n in knots]
+        encoded = [n for n in CATEGORICAL_FEATURES if levels[n]]
+        impute_encode = [("impute", SimpleImputer(strategy="median", add_indicator=True),
+                          [_POSITION[n] for n in numeric])]
+        if encoded:
+            impute_encode.append(("one_hot", OneHotEncoder(
+                categories=[np.array(levels[n], dtype="float64") for n in encoded],
+                handle_unknown="ignore", sparse_output=False, dtype=np.float64),
+                [_POSITION[n] for n in encoded]))
+        # The first step's output: numeric (imputed), indicators, one-hot blocks.
+        first = [*numeric, *(f"{n}_missing" for n in indicators),
+                 *(f"{n}={CATEGORY_LEVELS[n][c]}" for n in encoded for c in levels[n])]
+        expand = [("scale", StandardScaler(), [first.index(n) for n in self.scaled])]
+        if self.splined:
+            splines = SplineTransformer(
+                knots=np.column_stack([knots[n] for n in self.splined]), degree=SPLINE_DEGREE,
+                extrapolation="linear", include_bias=False)
+            expand.append(("splines", splines, [first.index(n) for n in self.splined]))
+        n_terms = SPLINE_KNOTS + SPLINE_DEGREE - 2  # B-splines without the bias term
+        # The second step's output: scaled, spline terms, the rest as they were (passthrough).
+        used = {*self.scaled, *self.splined}
+        second = [*self.scaled,
+                  *(f"{n}_spline_{k}" for n in self.splined for k in range(n_terms)),
+                  *(name for name in first if name not in used)]
+        # Output order: numeric features in order (spline terms in their place), one-hot
+        # blocks, indicators -- the order models saved before this pipeline rely on.
+        self.names = [*(term for n in numeric for term in (
+                          [f"{n}_spline_{k}" for k in range(n_terms)] if n in knots else [n])),
+                      *(name for name in first if "=" in name),
+                      *(f"{n}_missing" for n in indicators)]
+        self.order = np.array([second.index(name) for name in self.names], dtype=np.intp)
+        self.pipeline = Pipeline([
+            ("impute_encode", ColumnTransformer(impute_encode)),
+            ("scale_expand", ColumnTransformer(expand, remainder="passthrough")),
+        ])
+
+    def fit(self, derived: np.ndarray) -> _LinearDesign:
+        """Fit both steps on the derived training matrix."""
+        with _numpy_output():
+            self.pipeline.fit(derived)
+        self._check()
+        return self
+
+    def restore(self, medians: dict[str, float], scales: dict[str, tuple[float, float]],
+                levels: dict[str, list[int]]) -> _LinearDesign:
+        """Rebuild the fitted steps from saved parameters (no training data).
+
+        The steps are fitted on a two-row skeleton that has the saved structure (every numeric
+        feature observed, the indicator features missing in one row, a seen level per
+        categorical), then given the saved medians, means and scales.
+        """
+        skeleton = np.zeros((2, len(DERIVED_FEATURES)))
+        for name in self.indicators:
+            skeleton[1, _POSITION[name]] = np.nan
+        for name, codes in levels.items():
+            skeleton[:, _POSITION[name]] = codes[0] if codes else np.nan
+        with _numpy_output():
+            self.pipeline.fit(skeleton)
+        impute = self.pipeline.named_steps["impute_encode"].named_transformers_["impute"]
+        impute.statistics_ = np.array([medians[n] for n in self.numeric], dtype="float64")
+        if self.scaled:
+            scaler = self.pipeline.named_steps["scale_expand"].named_transformers_["scale"]
+            scaler.mean_ = np.array([scales[n][0] for n in self.scaled], dtype="float64")
+            scaler.scale_ = np.array([scales[n][1] for n in self.scaled], dtype="float64")
+            scaler.var_ = scaler.scale_**2
+        self._check()
+        return self
+
+    def _check(self) -> None:
+        impute = self.pipeline.named_steps["impute_encode"].named_transformers_["impute"]
+        flagged = [self.numeric[j] for j in impute.indicator_.features_]
+        if flagged != self.indicators or len(self.order) != len(self.names):
+            raise ValueError("the fitted steps do not have the planned columns")
+
+    def parameters(self) -> dict:
+        """Medians, indicators, knots and scales, as JSON-able data."""
+        steps = self.pipeline.named_steps
+        impute = steps["impute_encode"].named_transformers_["impute"]
+        scales = {}
+        if self.scaled:
+            scaler = steps["scale_expand"].named_transformers_["scale"]
+            scales = {n: [float(m), float(s)]
+                      for n, m, s in zip(self.scaled, scaler.mean_, scaler.scale_, strict=True)}
+        return {
+            "numeric": list(self.numeric),
+            "medians": {n: float(v) for n, v in zip(self.numeric, impute.statistics_,
+                                                    strict=True)},
+            "indicators": list(self.indicators),
+            "spline_knots": {n: self.knots[n].tolist() for n in self.splined},
+            "scales": scales,
+        }
+
+    def transform(self, derived: np.ndarray) -> np.ndarray:
+        """The linear model matrix of derived rows, columns in `names` order."""
+        if not len(derived):  # scikit-learn refuses zero rows (an empty chunk when scoring)
+            return np.empty((0, len(self.names)))
+        # Our derived matrix is float64 with NaN only where imputation expects it: the
+        # finiteness scans are skipped.
+        with _numpy_output(), config_context(assume_finite=True):
+            first = _apply(self.pipeline.named_steps["impute_encode"], derived)
+            matrix = _apply(self.pipeline.named_steps["scale_expand"], first)
+        return matrix[:, self.order]
+
+
+def _apply(columns: ColumnTransformer, X: np.ndarray) -> np.ndarray:
+    """What the fitted ``columns.transform(X)`` returns (numpy in and out): each fitted
+    transformer on its columns, side by side.
+
+    ColumnTransformer.transform's own per-call dispatch (parallel machinery, dataframe checks)
+    cost more than all its transformers together on one row (REST scoring); a test checks that
+    this gives the same matrix.
+    """
+    blocks = [X[:, selected] if isinstance(step, str) else step.transform(X[:, selected])
+              for _, step, selected in columns.transformers_
+              if len(selected) and not (isinstance(step, str) and step == "drop")]
+    return np.hstack(blocks)
 
 
 class FeatureBuilder(TransformerMixin, BaseEstimator):
@@ -288,6 +260,7 @@ class FeatureBuilder(TransformerMixin, BaseEstimator):
         for a penalised logistic regression: median imputation with missing-indicator columns
         (``<feature>_missing``) for features with missing values at fit, continuous features
         standardised, categories one-hot (``<feature>=<level>``, an unseen level is all zeros).
+        A numeric feature never observed at fit is left out.
     splines
         ``kind="linear"`` only: replace a few key continuous features (`SPLINE_FEATURES`) by
         cubic B-spline terms (``<feature>_spline_<k>``) with knots at training quantiles.
@@ -298,8 +271,10 @@ class FeatureBuilder(TransformerMixin, BaseEstimator):
         Output column names, in output order.
     category_levels_ : dict
         Category levels seen at fit, per categorical feature, in contract order.
-    burden_mean_, burden_sd_ : ndarray
-        Scaling of the log tumour-burden marker per diagnosis (contract order).
+    derive_ : DerivedFeatures
+        The fitted derivation step (tumour-burden scaling per diagnosis).
+    design_ : object
+        ``kind="linear"``: the fitted scikit-learn steps (``design_.pipeline``); None for trees.
 
     Notes
     -----
@@ -336,81 +311,42 @@ class FeatureBuilder(TransformerMixin, BaseEstimator):
         """
         if self.kind not in ("tree", "linear"):
             raise ValueError(f"kind must be 'tree' or 'linear', got {self.kind!r}")
-        _check_columns(X)
-        self.burden_mean_, self.burden_sd_ = _burden_scaling(X)
-        common = _common(X, self.burden_mean_, self.burden_sd_)
-        self.category_levels_ = {}
+        derive = DerivedFeatures().fit(X)
+        with _numpy_output():  # DerivedFeatures is a scikit-learn transformer too
+            derived = derive.transform(X)
+        levels = {}
         for name in CATEGORICAL_FEATURES:
-            codes = common[name]
-            seen = set(np.unique(codes[codes >= 0]).tolist())
-            self.category_levels_[name] = tuple(
-                level for code, level in enumerate(CATEGORY_LEVELS[name]) if code in seen
-            )
+            seen = set(np.unique(derived[:, _POSITION[name]]).tolist())
+            levels[name] = tuple(level for code, level in enumerate(CATEGORY_LEVELS[name])
+                                 if code in seen)
+        design = None
         if self.kind == "linear":
-            self._fit_linear(common)
-        self._finish()
+            column = {n: derived[:, _POSITION[n]] for n in _NUMERIC}
+            # A feature never observed in training carries nothing to learn: left out.
+            numeric = [n for n in _NUMERIC if not np.isnan(column[n]).all()]
+            knots = {}
+            if self.splines:
+                for name in (n for n in SPLINE_FEATURES if n in numeric):
+                    found = _knots(column[name])
+                    if found is not None:
+                        knots[name] = found
+            design = _LinearDesign(numeric, [n for n in numeric if np.isnan(column[n]).any()],
+                                   knots, _codes_of(levels)).fit(derived)
+        self._set_fitted(derive, levels, design)
         return self
 
-    def _finish(self) -> None:
-        """Derived state (level maps, spline transformers, output names) of the learned state."""
+    def _set_fitted(self, derive: DerivedFeatures, levels: dict[str, tuple[str, ...]],
+                    design: _LinearDesign | None) -> None:
+        self.derive_ = derive
+        self.category_levels_ = levels
+        self.design_ = design
+        # Contract code -> output code (-1: unseen) per categorical, for native categoricals.
         self.level_maps_ = {}
         for name in CATEGORICAL_FEATURES:
-            kept = set(self.category_levels_[name])
-            seen = np.array([level in kept for level in CATEGORY_LEVELS[name]], dtype=bool)
-            # Contract code -> output code (-1 for unseen), with a final slot for missing.
-            new_codes = np.cumsum(seen) - 1
-            self.level_maps_[name] = np.append(np.where(seen, new_codes, -1), -1)
-        if self.kind == "tree":
-            self.feature_names_out_ = [
-                *CONTINUOUS_FEATURES,
-                *BINARY_FEATURES,
-                *CATEGORICAL_FEATURES,
-            ]
-        else:
-            self._finish_linear()
-
-    def _fit_linear(self, common: dict) -> None:
-        numeric = [*CONTINUOUS_FEATURES, *BINARY_FEATURES]
-        # A feature never observed in training carries nothing to learn: left out.
-        self.numeric_ = [n for n in numeric if not np.isnan(common[n]).all()]
-        self.medians_ = {n: float(np.nanmedian(common[n])) for n in self.numeric_}
-        self.indicators_ = [n for n in self.numeric_ if np.isnan(common[n]).any()]
-        self.spline_knots_ = {}
-        if self.splines:
-            for name in SPLINE_FEATURES:
-                if name in self.numeric_:
-                    knots = _knots(common[name])
-                    if knots is not None:
-                        self.spline_knots_[name] = knots
-        self.scales_ = {}
-        for name in self.numeric_:
-            if name in CONTINUOUS_FEATURES and name not in self.spline_knots_:
-                filled = self._filled(common, name)
-                sd = float(filled.std())
-                self.scales_[name] = (float(filled.mean()), sd if sd > 1e-9 else 1.0)
-
-    def _finish_linear(self) -> None:
-        self.splines_ = {
-            name: SplineTransformer(
-                knots=knots, degree=SPLINE_DEGREE, extrapolation="linear", include_bias=False
-            ).fit(knots)
-            for name, knots in self.spline_knots_.items()
-        }
-        names = []
-        for name in self.numeric_:
-            if name in self.splines_:
-                n_terms = self.splines_[name].n_features_out_
-                names.extend(f"{name}_spline_{k}" for k in range(n_terms))
-            else:
-                names.append(name)
-        for name in CATEGORICAL_FEATURES:
-            names.extend(f"{name}={level}" for level in self.category_levels_[name])
-        names.extend(f"{name}_missing" for name in self.indicators_)
-        self.feature_names_out_ = names
-
-    def _filled(self, common: dict, name: str) -> np.ndarray:
-        values = common[name]
-        return np.where(np.isnan(values), self.medians_[name], values)
+            seen = np.array([level in levels[name] for level in CATEGORY_LEVELS[name]])
+            self.level_maps_[name] = np.where(seen, np.cumsum(seen) - 1, -1)
+        self.feature_names_out_ = (list(DERIVED_FEATURES) if design is None
+                                   else list(design.names))
 
     # -- transforming --------------------------------------------------------------------------
 
@@ -429,64 +365,23 @@ class FeatureBuilder(TransformerMixin, BaseEstimator):
             with NaN for missing values, never ``pd.NA``.
         """
         check_is_fitted(self, "feature_names_out_")
-        _check_columns(X)
-        common = _common(X, self.burden_mean_, self.burden_sd_)
-        if self.kind == "tree":
-            return self._tree(common, X.index)
-        return self._linear(common, X.index)
-
-    def _category_codes(self, common: dict, name: str) -> np.ndarray:
-        return _lookup(common[name], self.level_maps_[name])
-
-    def _tree(self, common: dict, index: pd.Index) -> pd.DataFrame:
-        columns: dict[str, object] = {
-            name: common[name] for name in (*CONTINUOUS_FEATURES, *BINARY_FEATURES)
-        }
+        with _numpy_output():
+            derived = self.derive_.transform(X)
+        if self.design_ is not None:
+            return pd.DataFrame(self.design_.transform(derived), index=X.index,
+                                columns=self.feature_names_out_, copy=False)
+        columns: dict[str, object] = {name: derived[:, j] for j, name in enumerate(_NUMERIC)}
         for name in CATEGORICAL_FEATURES:
+            code = derived[:, _POSITION[name]]
+            known = ~np.isnan(code)
+            codes = np.full(len(code), -1, dtype=np.int64)
+            codes[known] = self.level_maps_[name][code[known].astype(np.intp)]
             # xgboost cannot take a categorical without levels; a feature with none seen at
             # fit keeps the contract levels and is all missing.
             levels = self.category_levels_[name] or CATEGORY_LEVELS[name]
-            codes = self._category_codes(common, name)
             columns[name] = pd.Categorical.from_codes(
-                codes, dtype=pd.CategoricalDtype(list(levels))
-            )
-        return pd.DataFrame(columns, index=index)
-
-    def _linear(self, common: dict, index: pd.Index) -> pd.DataFrame:
-        n = len(index)
-        matrix = np.empty((n, len(self.feature_names_out_)), dtype="float64", order="F")
-        j = 0
-        for name in self.numeric_:
-            filled = self._filled(common, name)
-            if name in self.splines_:
-                spline = self.splines_[name]
-                # sklearn refuses zero rows (an empty chunk when scoring).
-                terms = (
-                    spline.transform(filled.reshape(-1, 1))
-                    if n
-                    else np.empty((0, spline.n_features_out_))
-                )
-                matrix[:, j : j + terms.shape[1]] = terms
-                j += terms.shape[1]
-            else:
-                if name in self.scales_:
-                    mean, sd = self.scales_[name]
-                    filled = (filled - mean) / sd
-                matrix[:, j] = filled
-                j += 1
-        for name in CATEGORICAL_FEATURES:
-            k = len(self.category_levels_[name])
-            if k:
-                codes = self._category_codes(common, name)
-                block = matrix[:, j : j + k]
-                block[:] = 0.0
-                known = codes >= 0
-                block[np.flatnonzero(known), codes[known]] = 1.0
-                j += k
-        for name in self.indicators_:
-            matrix[:, j] = np.isnan(common[name])
-            j += 1
-        return pd.DataFrame(matrix, index=index, columns=self.feature_names_out_, copy=False)
+                codes, dtype=pd.CategoricalDtype(list(levels)))
+        return pd.DataFrame(columns, index=X.index)
 
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
         """Output column names, in output order (``input_features`` is ignored)."""
@@ -501,18 +396,12 @@ class FeatureBuilder(TransformerMixin, BaseEstimator):
         state: dict = {
             "kind": self.kind,
             "splines": bool(self.splines),
-            "burden_mean": _json_floats(self.burden_mean_),
-            "burden_sd": _json_floats(self.burden_sd_),
+            "burden_mean": _json_floats(self.derive_.burden_mean_),
+            "burden_sd": _json_floats(self.derive_.burden_sd_),
             "category_levels": {k: list(v) for k, v in self.category_levels_.items()},
         }
-        if self.kind == "linear":
-            state.update(
-                numeric=list(self.numeric_),
-                medians=dict(self.medians_),
-                indicators=list(self.indicators_),
-                spline_knots={k: v.ravel().tolist() for k, v in self.spline_knots_.items()},
-                scales={k: list(v) for k, v in self.scales_.items()},
-            )
+        if self.design_ is not None:
+            state.update(self.design_.parameters())
         return state
 
     @classmethod
@@ -529,139 +418,52 @@ class FeatureBuilder(TransformerMixin, BaseEstimator):
             builder = cls(kind=state["kind"], splines=bool(state["splines"]))
             if builder.kind not in ("tree", "linear"):
                 raise ValueError(f"unknown kind {builder.kind!r}")
-            builder.burden_mean_ = _array(state["burden_mean"], len(DIAGNOSES) + 1)
-            builder.burden_sd_ = _array(state["burden_sd"], len(DIAGNOSES) + 1)
-            levels = state["category_levels"]
-            if set(levels) != set(CATEGORICAL_FEATURES):
+            derive = DerivedFeatures()
+            derive.burden_mean_ = _array(state["burden_mean"], len(DIAGNOSES) + 1)
+            derive.burden_sd_ = _array(state["burden_sd"], len(DIAGNOSES) + 1)
+            saved = state["category_levels"]
+            if set(saved) != set(CATEGORICAL_FEATURES):
                 raise ValueError("the categorical features differ from this crsrisk's")
-            builder.category_levels_ = {}
+            levels = {}
             for name in CATEGORICAL_FEATURES:
-                kept = tuple(levels[name])
+                kept = tuple(saved[name])
                 if kept != tuple(x for x in CATEGORY_LEVELS[name] if x in kept):
                     raise ValueError(f"unknown or unordered levels of {name}")
-                builder.category_levels_[name] = kept
-            if builder.kind == "linear":
-                builder._linear_state(state)
-            builder._finish()
+                levels[name] = kept
+            design = _restore_linear(state, levels) if builder.kind == "linear" else None
+            builder._set_fitted(derive, levels, design)
         except (KeyError, TypeError, ValueError) as exc:
             detail = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
             raise ValueError(f"not a crsrisk feature builder state ({detail})") from exc
         return builder
 
-    def _linear_state(self, state: dict) -> None:
-        numeric = [str(n) for n in state["numeric"]]
-        if not set(numeric) <= {*CONTINUOUS_FEATURES, *BINARY_FEATURES}:
-            raise ValueError("unknown numeric feature")
-        self.numeric_ = numeric
-        self.medians_ = {n: float(state["medians"][n]) for n in numeric}
-        self.indicators_ = [str(n) for n in state["indicators"]]
-        self.spline_knots_ = {str(k): _array(v).reshape(-1, 1)
-                              for k, v in state["spline_knots"].items()}
-        self.scales_ = {str(k): (float(m), float(sd)) for k, (m, sd) in state["scales"].items()}
-        if not (set(self.indicators_) | set(self.scales_) | set(self.spline_knots_)
-                <= set(numeric) and set(self.spline_knots_) <= set(SPLINE_FEATURES)):
-            raise ValueError("indicators, knots or scales of features it does not use")
-        numbers = [*self.medians_.values(), *np.ravel(list(self.scales_.values())),
-                   *(x for k in self.spline_knots_.values() for x in k.ravel())]
-        if not np.isfinite(numbers).all():
-            raise ValueError("non-finite medians, scales or knots")
+
+def _codes_of(levels: dict[str, tuple[str, ...]]) -> dict[str, list[int]]:
+    """Contract codes of the seen levels of each categorical."""
+    return {n: [CATEGORY_LEVELS[n].index(level) for level in kept] for n, kept in levels.items()}
 
 
-# ----------------------------------------------------------------------------------------------
-# Names for clinicians
-# ----------------------------------------------------------------------------------------------
-
-# Label and unit of each contract column a feature can come from: the contract's.
-_COLUMN_LABELS: dict[str, str] = {c.name: c.heading for c in BASELINE_COLUMNS if c.label}
-# Derived features: their contract column (None: no single raw value) and label. Labels never
-# contain ";", which separates drivers in the score table.
-_DERIVED: dict[str, tuple[str | None, str]] = {
-    **{name: (column, _COLUMN_LABELS[column]) for name, (column, _) in LOG_LABS.items()},
-    "flu_cy": ("lymphodepletion", "Fludarabine/cyclophosphamide lymphodepletion"),
-    "costim": ("costim_domain", "Costimulation (CD28, 4-1BB, or none for bispecifics)"),
-    "tumour_burden": (
-        None,
-        "Tumour burden (SPD, marrow blasts or plasma cells, in SDs from the disease mean)",
-    ),
-    "log2_m_easix": (None, "m-EASIX (LDH x CRP / platelets)"),
-    "log2_easix": (None, "EASIX (LDH x creatinine / platelets)"),
-    "m_easix": (None, "m-EASIX (LDH x CRP / platelets)"),
-    "easix": (None, "EASIX (LDH x creatinine / platelets)"),
-    "car_hematotox": (None, "CAR-HEMATOTOX (points)"),
-}
-_SPLINE = re.compile(r"^(?P<base>.+)_spline_(?P<k>\d+)$")
-
-
-def _split(name: str) -> tuple[str, str]:
-    """(base feature, decoration kind) of an output column name."""
-    if "=" in name:
-        return name.split("=", 1)[0], "level"
-    if name.endswith("_missing"):
-        return name[: -len("_missing")], "missing"
-    match = _SPLINE.match(name)
-    if match:
-        return match["base"], "spline"
-    return name, ""
-
-
-def raw_value_column(name: str) -> str | None:
-    """The contract column whose raw value a clinician should see for feature ``name``.
-
-    Parameters
-    ----------
-    name
-        A `FeatureBuilder` output column (``log_crp``, ``product=axi-cel``, ``log_crp_missing``,
-        ``age_years_spline_2``, ...) or a published score name.
-
-    Returns
-    -------
-    str or None
-        E.g. ``"crp_mg_l"`` for ``log_crp``; None for features with no single raw value
-        (m-EASIX, EASIX, tumour burden, published scores) and for unknown names.
-    """
-    base, _ = _split(name)
-    if base in _DERIVED:
-        return _DERIVED[base][0]
-    if base in _COLUMN_LABELS:
-        return base
-    return None
-
-
-def feature_group(name: str) -> str:
-    """The driver group of feature ``name``: its contract column, else its undecorated name.
-
-    All output columns born of one input share a group (``log_crp``, ``log_crp_missing`` and
-    ``log_crp_spline_1`` -> ``crp_mg_l``; ``tumour_burden_missing`` -> ``tumour_burden``), so
-    their contributions can be summed into one driver.
-    """
-    return raw_value_column(name) or _split(name)[0]
-
-
-def feature_label(name: str) -> str:
-    """A clinician-readable label with unit for feature ``name``.
-
-    Parameters
-    ----------
-    name
-        A `FeatureBuilder` output column, a contract column or a published score name.
-
-    Returns
-    -------
-    str
-        E.g. ``"CRP (mg/L)"`` for ``log_crp``, ``"Product: axi-cel"`` for ``product=axi-cel``,
-        ``"CRP (mg/L) missing"`` for ``log_crp_missing``; an unknown name is returned as is.
-    """
-    base, decoration = _split(name)
-    if base in _DERIVED:
-        label = _DERIVED[base][1]
-    elif base in _COLUMN_LABELS:
-        label = _COLUMN_LABELS[base]
-    else:
-        return name
-    if decoration == "level":
-        return f"{label}: {name.split('=', 1)[1]}"
-    if decoration == "missing":
-        return f"{label} missing"
-    if decoration == "spline":
-        return f"{label} (spline term {_SPLINE.match(name)['k']})"
-    return label
+def _restore_linear(state: dict, levels: dict[str, tuple[str, ...]]) -> _LinearDesign:
+    """The fitted linear steps that `_LinearDesign.parameters` described, checked."""
+    numeric = [str(n) for n in state["numeric"]]
+    if not set(numeric) <= set(_NUMERIC):
+        raise ValueError("unknown numeric feature")
+    numeric = [n for n in _NUMERIC if n in numeric]
+    medians = {n: float(state["medians"][n]) for n in numeric}
+    indicators = [str(n) for n in state["indicators"]]
+    knots = {str(k): _array(v) for k, v in state["spline_knots"].items()}
+    scales = {str(k): (float(m), float(sd)) for k, (m, sd) in state["scales"].items()}
+    if not (set(indicators) | set(scales) | set(knots) <= set(numeric)
+            and set(knots) <= set(SPLINE_FEATURES)):
+        raise ValueError("indicators, knots or scales of features it does not use")
+    numbers = [*medians.values(), *np.ravel(list(scales.values())),
+               *(x for k in knots.values() for x in k)]
+    if not np.isfinite(numbers).all():
+        raise ValueError("non-finite medians, scales or knots")
+    if any(k.size != SPLINE_KNOTS or np.any(np.diff(k) <= 0) for k in knots.values()):
+        raise ValueError(f"spline knots must be {SPLINE_KNOTS} increasing values")
+    design = _LinearDesign(numeric, [n for n in numeric if n in indicators], knots,
+                           _codes_of(levels))
+    if set(scales) != set(design.scaled):
+        raise ValueError("scales of other features than the standardised ones")
+    return design.restore(medians, scales, _codes_of(levels))
