@@ -10,17 +10,22 @@ A `RiskModel` holds one of these and never asks which it is:
   logistic regression; its single driver is the score itself; saved as JSON.
 
 Every adapter writes ``state()`` (JSON-able) and ``files()`` (name -> bytes, only the booster
-today) and is rebuilt by `adapter_from_data`; nothing is pickled.
+today) and is rebuilt by `adapter_from_data`; nothing is pickled. For per-patient intervals
+(crsrisk.modeling.uncertainty) each adapter also refits its estimator on bootstrap resamples
+(``refits``) and says how the spread of its refits is kept (``spread_form``).
 """
 
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
 import xgboost as xgb
+from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
 from crsrisk.explain.drivers import (
@@ -39,6 +44,7 @@ from crsrisk.modeling.candidates import ParsimoniousFeatures
 __all__ = [
     "BOOSTER_FILE",
     "ModelAdapter",
+    "Refit",
     "XGBoostAdapter",
     "LogisticAdapter",
     "ScoreAdapter",
@@ -48,6 +54,17 @@ __all__ = [
 ]
 
 BOOSTER_FILE = "booster.ubj"
+# The emulator of an XGBoost model's spread (see crsrisk.modeling.uncertainty).
+_EMULATOR = dict(max_depth=3, n_estimators=40, learning_rate=0.1, subsample=0.8)
+
+
+@dataclass(frozen=True)
+class Refit:
+    """One bootstrap refit: its margin on every development row and, for a linear model, its
+    intercept and coefficients."""
+
+    margin: np.ndarray
+    coefficients: np.ndarray | None = None
 
 
 class ModelAdapter(Protocol):
@@ -72,6 +89,16 @@ class ModelAdapter(Protocol):
 
     def files(self) -> dict[str, bytes]:
         """Binary parts of the fitted model (file name -> content), saved beside the JSON."""
+
+    def refits(self, estimator: object, design: pd.DataFrame, y: np.ndarray,
+               resamples: list[np.ndarray]) -> list[Refit]:
+        """Fit a clone of ``estimator`` (unfitted, this model type, on this design) on each
+        resample's rows of ``design`` and ``y``; each refit's margins on every row."""
+
+    def spread_form(self, design: pd.DataFrame, margin: np.ndarray, log_spread: np.ndarray,
+                    refits: list[Refit], seed: int) -> dict:
+        """How a new row's spread across the refits is predicted: ``method`` and its data, as
+        fields of `crsrisk.modeling.uncertainty.BootstrapEnsemble`."""
 
 
 class XGBoostAdapter:
@@ -105,6 +132,32 @@ class XGBoostAdapter:
 
     def files(self) -> dict[str, bytes]:
         return {BOOSTER_FILE: bytes(self.booster.save_raw("ubj"))}
+
+    def refits(self, estimator: xgb.XGBClassifier, design: pd.DataFrame, y: np.ndarray,
+               resamples: list[np.ndarray]) -> list[Refit]:
+        # The estimator's threads go to refits side by side, one thread each: a boosting
+        # round on a few thousand rows is too short to keep several threads busy, so this is
+        # faster than one refit at a time on every thread. Each refit is seeded: the same
+        # refits on any number of workers.
+        workers = max(1, int(estimator.get_params().get("n_jobs") or 1))
+        single = clone(estimator).set_params(n_jobs=1)
+
+        def refit(rows: np.ndarray) -> Refit:
+            fitted = clone(single).fit(design.iloc[rows], y[rows])
+            booster = fitted.get_booster()
+            return Refit(booster.inplace_predict(design, predict_type="margin"))
+
+        if workers == 1:
+            return [refit(rows) for rows in resamples]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(refit, resamples))
+
+    def spread_form(self, design: pd.DataFrame, margin: np.ndarray, log_spread: np.ndarray,
+                    refits: list[Refit], seed: int) -> dict:
+        emulator = xgb.XGBRegressor(**_EMULATOR, tree_method="hist", enable_categorical=True,
+                                    max_cat_to_onehot=1, n_jobs=2, random_state=seed)
+        emulator.fit(design, log_spread)
+        return {"method": "emulator", "emulator": bytes(emulator.get_booster().save_raw("ubj"))}
 
     @classmethod
     def from_data(cls, state: dict, files: dict[str, bytes]) -> XGBoostAdapter:
@@ -172,6 +225,17 @@ class LogisticAdapter:
     def files(self) -> dict[str, bytes]:
         return {}
 
+    def refits(self, estimator: object, design: pd.DataFrame, y: np.ndarray,
+               resamples: list[np.ndarray]) -> list[Refit]:
+        return _sequential_refits(estimator, design, y, resamples, coefficients=True)
+
+    def spread_form(self, design: pd.DataFrame, margin: np.ndarray, log_spread: np.ndarray,
+                    refits: list[Refit], seed: int) -> dict:
+        # Exact for the refits: the covariance of their (intercept, coefficients).
+        coefficients = np.array([r.coefficients for r in refits])
+        return {"method": "linear", "columns": list(design.columns),
+                "covariance": np.cov(coefficients, rowvar=False)}
+
     @classmethod
     def from_data(cls, state: dict, files: dict[str, bytes]) -> LogisticAdapter:
         return cls(_features(state, "linear"), np.asarray(state["coef"], dtype="float64"),
@@ -210,9 +274,31 @@ class ScoreAdapter:
     def files(self) -> dict[str, bytes]:
         return {}
 
+    def refits(self, estimator: object, design: pd.DataFrame, y: np.ndarray,
+               resamples: list[np.ndarray]) -> list[Refit]:
+        return _sequential_refits(estimator, design, y, resamples, coefficients=False)
+
+    def spread_form(self, design: pd.DataFrame, margin: np.ndarray, log_spread: np.ndarray,
+                    refits: list[Refit], seed: int) -> dict:
+        # Refits only move the score's intercept and slope: log spread is a quadratic in m.
+        poly = np.polyfit(margin, log_spread, 2)[::-1]
+        return {"method": "margin", "polynomial": [float(v) for v in poly]}
+
     @classmethod
     def from_data(cls, state: dict, files: dict[str, bytes]) -> ScoreAdapter:
         return cls(ScoreComparator.from_dict(state["comparator"]))
+
+
+def _sequential_refits(estimator: object, design: pd.DataFrame, y: np.ndarray,
+                       resamples: list[np.ndarray], coefficients: bool) -> list[Refit]:
+    """Refits of a scikit-learn style estimator (``decision_function`` gives its margin)."""
+    out = []
+    for rows in resamples:
+        fitted = clone(estimator).fit(design.iloc[rows], y[rows])
+        coef = (np.r_[fitted.intercept_.ravel(), fitted.coef_.ravel()] if coefficients
+                else None)
+        out.append(Refit(np.asarray(fitted.decision_function(design), dtype=float), coef))
+    return out
 
 
 def _features(state: dict, kind: str) -> FeatureBuilder:
