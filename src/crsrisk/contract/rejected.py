@@ -68,12 +68,14 @@ def cell_text(value: object) -> str:
     return str(value)
 
 
+_EMPTY = pd.DataFrame(
+    {"row_number": pd.Series(dtype="int64")} | {c: pd.Series(dtype="str") for c in _TEXT_COLUMNS}
+)
+
+
 def empty_rejected() -> pd.DataFrame:
-    """A rejected table without rows."""
-    return pd.DataFrame(
-        {"row_number": pd.Series(dtype="int64")}
-        | {c: pd.Series(dtype="str") for c in _TEXT_COLUMNS}
-    )
+    """A rejected table without rows (a copy: built once, as every clean chunk needs one)."""
+    return _EMPTY.copy()
 
 
 def rejected_frame(

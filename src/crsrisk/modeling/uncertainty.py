@@ -30,6 +30,8 @@ import pandas as pd
 import xgboost as xgb
 from scipy import stats
 
+from crsrisk.modeling.adapters import xgboost_matrix
+
 __all__ = [
     "ENSEMBLE_FILE",
     "BootstrapEnsemble",
@@ -95,7 +97,8 @@ class BootstrapEnsemble:
             if self._booster is None:
                 self._booster = xgb.Booster()
                 self._booster.load_model(bytearray(self.emulator))
-            return np.exp(self._booster.inplace_predict(design))
+            names = self._booster.feature_names
+            return np.exp(self._booster.inplace_predict(xgboost_matrix(design, names)))
         a, b, c = self.polynomial
         m = np.asarray(margin, dtype=float)
         return np.exp(a + b * m + c * m * m)
