@@ -49,6 +49,8 @@ __all__ = [
     "LogisticAdapter",
     "ScoreAdapter",
     "adapter_files",
+    "SMALL_FRAME",
+    "xgboost_input",
     "xgboost_matrix",
     "adapter_from_data",
     "fitted_adapter",
@@ -108,7 +110,7 @@ def xgboost_matrix(design: pd.DataFrame, names: list[str] | None = None) -> np.n
 
     XGBoost's own reading of a DataFrame costs some 10-30 ms per call whatever the number of
     rows (most of a one-patient request); this array gives the same predictions, as the
-    categories are the model's fixed levels (`FeatureBuilder`).
+    categories are the model's fixed levels (`FeatureBuilder`). See `xgboost_input`.
     """
     if names is not None and list(design.columns) != names:
         design = design[names]
@@ -120,6 +122,18 @@ def xgboost_matrix(design: pd.DataFrame, names: list[str] | None = None) -> np.n
         else:
             out[:, j] = col.to_numpy(dtype="float64", na_value=np.nan)
     return out
+
+
+# Up to this many rows XGBoost gets `xgboost_matrix`; larger frames it reads itself (without a
+# copy, its per-call cost then negligible), as batch scoring always did.
+SMALL_FRAME = 2_000
+
+
+def xgboost_input(design: pd.DataFrame, names: list[str]) -> pd.DataFrame | np.ndarray:
+    """What to hand XGBoost for ``design``: the code matrix for a few rows, else the frame."""
+    if len(design) <= SMALL_FRAME:
+        return xgboost_matrix(design, names)
+    return design if list(design.columns) == names else design[names]
 
 
 class XGBoostAdapter:
@@ -137,14 +151,17 @@ class XGBoostAdapter:
 
     def margin(self, design: pd.DataFrame) -> np.ndarray:
         # In-place prediction skips the DMatrix copy; the margins are identical.
-        matrix = xgboost_matrix(design, self.booster.feature_names)
+        matrix = xgboost_input(design, self.booster.feature_names)
         return self.booster.inplace_predict(matrix, predict_type="margin")
 
     def contributions(self, design: pd.DataFrame) -> Contributions:
         booster = self.booster
-        matrix = xgb.DMatrix(xgboost_matrix(design, booster.feature_names),
-                             feature_names=booster.feature_names,
-                             feature_types=booster.feature_types, enable_categorical=True)
+        data = xgboost_input(design, booster.feature_names)
+        if isinstance(data, pd.DataFrame):
+            matrix = xgb.DMatrix(data, enable_categorical=True)
+        else:
+            matrix = xgb.DMatrix(data, feature_names=booster.feature_names,
+                                 feature_types=booster.feature_types, enable_categorical=True)
         raw = booster.predict(matrix, pred_contribs=True)
         return contributions_of(raw[:, :-1], list(booster.feature_names), raw[:, -1],
                                 design.index)

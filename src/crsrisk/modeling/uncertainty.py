@@ -30,7 +30,7 @@ import pandas as pd
 import xgboost as xgb
 from scipy import stats
 
-from crsrisk.modeling.adapters import xgboost_matrix
+from crsrisk.modeling.adapters import xgboost_input
 
 __all__ = [
     "ENSEMBLE_FILE",
@@ -98,7 +98,7 @@ class BootstrapEnsemble:
                 self._booster = xgb.Booster()
                 self._booster.load_model(bytearray(self.emulator))
             names = self._booster.feature_names
-            return np.exp(self._booster.inplace_predict(xgboost_matrix(design, names)))
+            return np.exp(self._booster.inplace_predict(xgboost_input(design, names)))
         a, b, c = self.polynomial
         m = np.asarray(margin, dtype=float)
         return np.exp(a + b * m + c * m * m)
