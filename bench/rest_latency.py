@@ -14,8 +14,9 @@ work stretches wall times several-fold, the CPU time is the figure to compare be
 
 Measured 2026-12-03 on the shared 2-core machine (load average ~20, so wall times are not
 comparable between runs), XGBoost model on 2,000 simulated patients, drivers on, in-process
-handler CPU time p50: 69 ms before the code-matrix, screen and rejected-table changes, 53-58 ms
-after. The issue's target (REST p50 <= 20 ms) is not reached.
+handler CPU time p50, two alternating runs each: before these changes 69 and 59 ms, after 58
+and 53 ms (about 13 % less, within run-to-run noise). The issue's target (REST p50 <= 20 ms)
+is not reached: contract parsing and the screen (pandas, column by column) are most of it.
 """
 
 from __future__ import annotations
