@@ -247,3 +247,25 @@ def test_spark_udf_gives_the_pandas_engine_risks(trained, risk_model, monkeypatc
     assert scored["patient_id"].tolist() == expected["patient_id"].tolist()
     np.testing.assert_allclose(scored["risk"], expected["risk"], rtol=0, atol=1e-12)
     assert scored["top_drivers"].tolist() == expected["top_drivers"].tolist()
+
+
+def test_xgboost_reads_the_code_matrix_as_it_reads_the_frame(risk_model, typed):
+    """The float matrix of category codes that scoring hands XGBoost gives exactly the margins,
+    TreeSHAP contributions and interval spreads of XGBoost reading the DataFrame itself."""
+    import xgboost as xgb
+
+    from crsrisk.contract.validate import validate
+
+    design = risk_model.design(validate(typed).valid)
+    booster = risk_model.adapter.booster
+    np.testing.assert_array_equal(risk_model.adapter.margin(design),
+                                  booster.inplace_predict(design, predict_type="margin"))
+    own = booster.predict(xgb.DMatrix(design, enable_categorical=True), pred_contribs=True)
+    contributions = risk_model.adapter.contributions(design)
+    np.testing.assert_array_equal(contributions.margin, own.sum(axis=1))
+    spread = risk_model.uncertainty.spread(design, None)
+    emulator = risk_model.uncertainty._booster
+    np.testing.assert_array_equal(spread, np.exp(emulator.inplace_predict(design)))
+    # A matrix with its columns in another order is put back in the booster's order.
+    np.testing.assert_array_equal(risk_model.adapter.margin(design[design.columns[::-1]]),
+                                  risk_model.adapter.margin(design))

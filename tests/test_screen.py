@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import crsrisk.contract.validate as validate_module
-from crsrisk.contract.screen import passes
+from crsrisk.contract.screen import Unproven, narrowed, passes, unproven
 from crsrisk.contract.spec import BASELINE_COLUMNS, OUTCOME_COLUMNS
 from crsrisk.contract.validate import baseline_schema, parse_columns, validate
 from crsrisk.simulate.cohort import simulate_cohort
@@ -43,11 +43,39 @@ def test_screen_agrees_with_pandera(cohort, name, monkeypatch):
     assert passes(schema, parsed) is (name == "clean")
 
     screened = validate(frame)
-    monkeypatch.setattr(validate_module, "passes", lambda schema, frame: False)
+    monkeypatch.setattr(validate_module, "unproven", everything)
     full = validate(frame)
     pd.testing.assert_frame_equal(screened.rejected, full.rejected)
     pd.testing.assert_frame_equal(screened.valid, full.valid)
     assert screened.rejected.empty is (name == "clean")
+
+
+def everything(schema, frame) -> Unproven:
+    """What the screen answers when it proves nothing: pandera runs the whole schema."""
+    return Unproven(tuple(schema.columns), tuple(range(len(schema.checks))))
+
+
+def test_pandera_runs_on_the_unproven_columns_only_and_finds_every_problem(cohort, monkeypatch):
+    frame = cohort.copy()
+    for name in ("out of range", "unknown level", "repeated id", "costim of another product"):
+        BREAKS[name](frame)
+    frame.loc[9, "age_years"] = -3.0
+    parsed, _ = parse_columns(frame, BASELINE_COLUMNS + OUTCOME_COLUMNS)
+    schema = baseline_schema(dt.date.today(), True)
+    which = unproven(schema, parsed)
+    assert set(which.columns) == {"age_years", "product", "patient_id"}
+    assert [schema.checks[i].error for i in which.checks] == [
+        "costim_domain must match the product's costimulatory domain"]
+    sub = narrowed(schema, which)
+    assert list(sub.columns) == [c for c in schema.columns if c in which.columns]
+    assert len(schema.columns) == len(BASELINE_COLUMNS + OUTCOME_COLUMNS)  # left untouched
+
+    screened = validate(frame)
+    monkeypatch.setattr(validate_module, "unproven", everything)
+    full = validate(frame)
+    pd.testing.assert_frame_equal(screened.rejected, full.rejected)
+    pd.testing.assert_frame_equal(screened.valid, full.valid)
+    assert len(screened.rejected) == 6
 
 
 def test_unknown_check_is_left_to_pandera(cohort):

@@ -54,7 +54,10 @@ def stripped_text(col: pd.Series) -> pd.Series:
         blank = pc.equal(trimmed, "")
         text = pc.if_else(blank, pyarrow.scalar(None, trimmed.type), trimmed).to_pandas()
         return text.astype("str").set_axis(col.index)
-    text = col.astype("str").str.strip().where(col.notna())
+    present = col.notna()
+    if not present.any():  # an absent optional column, or one sent empty: nothing to strip
+        return pd.Series(np.nan, index=col.index, dtype="str", name=col.name)
+    text = col.astype("str").str.strip().where(present)
     return text.where(text.ne(""))
 
 

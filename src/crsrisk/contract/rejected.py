@@ -68,12 +68,14 @@ def cell_text(value: object) -> str:
     return str(value)
 
 
+_EMPTY = pd.DataFrame(
+    {"row_number": pd.Series(dtype="int64")} | {c: pd.Series(dtype="str") for c in _TEXT_COLUMNS}
+)
+
+
 def empty_rejected() -> pd.DataFrame:
-    """A rejected table without rows."""
-    return pd.DataFrame(
-        {"row_number": pd.Series(dtype="int64")}
-        | {c: pd.Series(dtype="str") for c in _TEXT_COLUMNS}
-    )
+    """A rejected table without rows (a copy: built once, as every clean chunk needs one)."""
+    return _EMPTY.copy()
 
 
 def rejected_frame(
@@ -99,20 +101,7 @@ def rejected_frame(
         if ids is not None
         else [None] * positions.size
     )
-    values, source_columns, source_values = [], [], []
-    for pos, column in zip(positions, columns, strict=True):
-        value = cell_text(raw[column].iat[pos]) if column in raw.columns else ""
-        values.append(value)
-        source = sources.get(column)
-        if source is not None:
-            source_columns.append(source.column)
-            source_values.append(source.shown(pos))
-        elif column in raw.columns:
-            source_columns.append(column)
-            source_values.append(value)
-        else:
-            source_columns.append("")
-            source_values.append("")
+    values, source_columns, source_values = _cells(raw, positions, columns, sources)
     rejected = pd.DataFrame(
         {
             "row_number": (positions + 1 + row_offset).astype("int64"),
@@ -126,6 +115,31 @@ def rejected_frame(
         }
     )
     return rejected
+
+
+def _cells(
+    raw: pd.DataFrame, positions: np.ndarray, columns: np.ndarray, sources: Mapping[str, Source]
+) -> tuple[list[str], list[str], list[str]]:
+    """Value, source column and source value of each (position, column): one column at a time,
+    as a cell-by-cell lookup costs a column selection per cell."""
+    n = positions.size
+    values, source_columns, source_values = [""] * n, [""] * n, [""] * n
+    for column in dict.fromkeys(columns.tolist()):
+        at = np.flatnonzero(columns == column)
+        rows = positions[at]
+        source = sources.get(column)
+        here = ([cell_text(v) for v in raw[column].take(rows).tolist()]
+                if column in raw.columns else [""] * at.size)
+        if source is not None:
+            origin = [source.column] * at.size
+            shown = [source.shown(int(p)) for p in rows]
+        elif column in raw.columns:
+            origin, shown = [column] * at.size, here
+        else:
+            origin, shown = [""] * at.size, [""] * at.size
+        for i, value, col, text in zip(at.tolist(), here, origin, shown, strict=True):
+            values[i], source_columns[i], source_values[i] = value, col, text
+    return values, source_columns, source_values
 
 
 def conform_rejected(rejected: pd.DataFrame) -> pd.DataFrame:

@@ -38,7 +38,7 @@ from crsrisk.contract.rejected import (
     merge_rejected,
     rejected_frame,
 )
-from crsrisk.contract.screen import passes
+from crsrisk.contract.screen import narrowed, unproven
 from crsrisk.contract.spec import (
     BASELINE_COLUMNS,
     CAR_T_ONLY,
@@ -285,10 +285,12 @@ def _schema_failures(
     parsed: pd.DataFrame,
     rules: Sequence[CrossRule],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    if passes(schema, parsed):  # every check seen to pass: pandera would find nothing
+    which = unproven(schema, parsed)
+    if not which:  # every check seen to pass: pandera would find nothing
         return np.array([], dtype=int), np.array([], dtype=object), np.array([], dtype=object)
     try:
-        schema.validate(parsed, lazy=True)
+        # pandera on the columns and wide checks the screen could not see pass, only.
+        narrowed(schema, which).validate(parsed, lazy=True)
     except pa.errors.SchemaErrors as exc:
         cases = exc.failure_cases
     else:

@@ -10,17 +10,22 @@ A `RiskModel` holds one of these and never asks which it is:
   logistic regression; its single driver is the score itself; saved as JSON.
 
 Every adapter writes ``state()`` (JSON-able) and ``files()`` (name -> bytes, only the booster
-today) and is rebuilt by `adapter_from_data`; nothing is pickled.
+today) and is rebuilt by `adapter_from_data`; nothing is pickled. For per-patient intervals
+(crsrisk.modeling.uncertainty) each adapter also refits its estimator on bootstrap resamples
+(``refits``) and says how the spread of its refits is kept (``spread_form``).
 """
 
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
 import xgboost as xgb
+from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
 from crsrisk.explain.drivers import (
@@ -39,15 +44,30 @@ from crsrisk.modeling.candidates import ParsimoniousFeatures
 __all__ = [
     "BOOSTER_FILE",
     "ModelAdapter",
+    "Refit",
     "XGBoostAdapter",
     "LogisticAdapter",
     "ScoreAdapter",
     "adapter_files",
+    "SMALL_FRAME",
+    "xgboost_input",
+    "xgboost_matrix",
     "adapter_from_data",
     "fitted_adapter",
 ]
 
 BOOSTER_FILE = "booster.ubj"
+# The emulator of an XGBoost model's spread (see crsrisk.modeling.uncertainty).
+_EMULATOR = dict(max_depth=3, n_estimators=40, learning_rate=0.1, subsample=0.8)
+
+
+@dataclass(frozen=True)
+class Refit:
+    """One bootstrap refit: its margin on every development row and, for a linear model, its
+    intercept and coefficients."""
+
+    margin: np.ndarray
+    coefficients: np.ndarray | None = None
 
 
 class ModelAdapter(Protocol):
@@ -73,6 +93,48 @@ class ModelAdapter(Protocol):
     def files(self) -> dict[str, bytes]:
         """Binary parts of the fitted model (file name -> content), saved beside the JSON."""
 
+    def refits(self, estimator: object, design: pd.DataFrame, y: np.ndarray,
+               resamples: list[np.ndarray]) -> list[Refit]:
+        """Fit a clone of ``estimator`` (unfitted, this model type, on this design) on each
+        resample's rows of ``design`` and ``y``; each refit's margins on every row."""
+
+    def spread_form(self, design: pd.DataFrame, margin: np.ndarray, log_spread: np.ndarray,
+                    refits: list[Refit], seed: int) -> dict:
+        """How a new row's spread across the refits is predicted: ``method`` and its data, as
+        fields of `crsrisk.modeling.uncertainty.BootstrapEnsemble`."""
+
+
+def xgboost_matrix(design: pd.DataFrame, names: list[str] | None = None) -> np.ndarray:
+    """``design`` as XGBoost reads it: float64, a categorical column as its category codes and
+    a missing value as NaN, columns in the order ``names`` (default: as they are).
+
+    XGBoost's own reading of a DataFrame costs some 10-30 ms per call whatever the number of
+    rows (most of a one-patient request); this array gives the same predictions, as the
+    categories are the model's fixed levels (`FeatureBuilder`). See `xgboost_input`.
+    """
+    if names is not None and list(design.columns) != names:
+        design = design[names]
+    out = np.empty(design.shape, dtype="float64")
+    for j, (_, col) in enumerate(design.items()):
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            codes = col.cat.codes.to_numpy()
+            out[:, j] = np.where(codes < 0, np.nan, codes)
+        else:
+            out[:, j] = col.to_numpy(dtype="float64", na_value=np.nan)
+    return out
+
+
+# Up to this many rows XGBoost gets `xgboost_matrix`; larger frames it reads itself (without a
+# copy, its per-call cost then negligible), as batch scoring always did.
+SMALL_FRAME = 2_000
+
+
+def xgboost_input(design: pd.DataFrame, names: list[str]) -> pd.DataFrame | np.ndarray:
+    """What to hand XGBoost for ``design``: the code matrix for a few rows, else the frame."""
+    if len(design) <= SMALL_FRAME:
+        return xgboost_matrix(design, names)
+    return design if list(design.columns) == names else design[names]
+
 
 class XGBoostAdapter:
     """Gradient-boosted trees: `FeatureBuilder` (tree) features into an XGBoost booster."""
@@ -89,12 +151,20 @@ class XGBoostAdapter:
 
     def margin(self, design: pd.DataFrame) -> np.ndarray:
         # In-place prediction skips the DMatrix copy; the margins are identical.
-        return self.booster.inplace_predict(design, predict_type="margin")
+        matrix = xgboost_input(design, self.booster.feature_names)
+        return self.booster.inplace_predict(matrix, predict_type="margin")
 
     def contributions(self, design: pd.DataFrame) -> Contributions:
-        matrix = xgb.DMatrix(design, enable_categorical=True)
-        raw = self.booster.predict(matrix, pred_contribs=True)
-        return contributions_of(raw[:, :-1], list(design.columns), raw[:, -1], design.index)
+        booster = self.booster
+        data = xgboost_input(design, booster.feature_names)
+        if isinstance(data, pd.DataFrame):
+            matrix = xgb.DMatrix(data, enable_categorical=True)
+        else:
+            matrix = xgb.DMatrix(data, feature_names=booster.feature_names,
+                                 feature_types=booster.feature_types, enable_categorical=True)
+        raw = booster.predict(matrix, pred_contribs=True)
+        return contributions_of(raw[:, :-1], list(booster.feature_names), raw[:, -1],
+                                design.index)
 
     def cohort_terms(self, design: pd.DataFrame) -> CohortTerms:
         values, base = tree_shap_values(self.booster, design)
@@ -105,6 +175,32 @@ class XGBoostAdapter:
 
     def files(self) -> dict[str, bytes]:
         return {BOOSTER_FILE: bytes(self.booster.save_raw("ubj"))}
+
+    def refits(self, estimator: xgb.XGBClassifier, design: pd.DataFrame, y: np.ndarray,
+               resamples: list[np.ndarray]) -> list[Refit]:
+        # The estimator's threads go to refits side by side, one thread each: a boosting
+        # round on a few thousand rows is too short to keep several threads busy, so this is
+        # faster than one refit at a time on every thread. Each refit is seeded: the same
+        # refits on any number of workers.
+        workers = max(1, int(estimator.get_params().get("n_jobs") or 1))
+        single = clone(estimator).set_params(n_jobs=1)
+
+        def refit(rows: np.ndarray) -> Refit:
+            fitted = clone(single).fit(design.iloc[rows], y[rows])
+            booster = fitted.get_booster()
+            return Refit(booster.inplace_predict(design, predict_type="margin"))
+
+        if workers == 1:
+            return [refit(rows) for rows in resamples]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(refit, resamples))
+
+    def spread_form(self, design: pd.DataFrame, margin: np.ndarray, log_spread: np.ndarray,
+                    refits: list[Refit], seed: int) -> dict:
+        emulator = xgb.XGBRegressor(**_EMULATOR, tree_method="hist", enable_categorical=True,
+                                    max_cat_to_onehot=1, n_jobs=2, random_state=seed)
+        emulator.fit(design, log_spread)
+        return {"method": "emulator", "emulator": bytes(emulator.get_booster().save_raw("ubj"))}
 
     @classmethod
     def from_data(cls, state: dict, files: dict[str, bytes]) -> XGBoostAdapter:
@@ -172,6 +268,17 @@ class LogisticAdapter:
     def files(self) -> dict[str, bytes]:
         return {}
 
+    def refits(self, estimator: object, design: pd.DataFrame, y: np.ndarray,
+               resamples: list[np.ndarray]) -> list[Refit]:
+        return _sequential_refits(estimator, design, y, resamples, coefficients=True)
+
+    def spread_form(self, design: pd.DataFrame, margin: np.ndarray, log_spread: np.ndarray,
+                    refits: list[Refit], seed: int) -> dict:
+        # Exact for the refits: the covariance of their (intercept, coefficients).
+        coefficients = np.array([r.coefficients for r in refits])
+        return {"method": "linear", "columns": list(design.columns),
+                "covariance": np.cov(coefficients, rowvar=False)}
+
     @classmethod
     def from_data(cls, state: dict, files: dict[str, bytes]) -> LogisticAdapter:
         return cls(_features(state, "linear"), np.asarray(state["coef"], dtype="float64"),
@@ -210,9 +317,31 @@ class ScoreAdapter:
     def files(self) -> dict[str, bytes]:
         return {}
 
+    def refits(self, estimator: object, design: pd.DataFrame, y: np.ndarray,
+               resamples: list[np.ndarray]) -> list[Refit]:
+        return _sequential_refits(estimator, design, y, resamples, coefficients=False)
+
+    def spread_form(self, design: pd.DataFrame, margin: np.ndarray, log_spread: np.ndarray,
+                    refits: list[Refit], seed: int) -> dict:
+        # Refits only move the score's intercept and slope: log spread is a quadratic in m.
+        poly = np.polyfit(margin, log_spread, 2)[::-1]
+        return {"method": "margin", "polynomial": [float(v) for v in poly]}
+
     @classmethod
     def from_data(cls, state: dict, files: dict[str, bytes]) -> ScoreAdapter:
         return cls(ScoreComparator.from_dict(state["comparator"]))
+
+
+def _sequential_refits(estimator: object, design: pd.DataFrame, y: np.ndarray,
+                       resamples: list[np.ndarray], coefficients: bool) -> list[Refit]:
+    """Refits of a scikit-learn style estimator (``decision_function`` gives its margin)."""
+    out = []
+    for rows in resamples:
+        fitted = clone(estimator).fit(design.iloc[rows], y[rows])
+        coef = (np.r_[fitted.intercept_.ravel(), fitted.coef_.ravel()] if coefficients
+                else None)
+        out.append(Refit(np.asarray(fitted.decision_function(design), dtype=float), coef))
+    return out
 
 
 def _features(state: dict, kind: str) -> FeatureBuilder:

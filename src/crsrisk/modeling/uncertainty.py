@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 from scipy import stats
-from sklearn.base import clone
+
+from crsrisk.modeling.adapters import xgboost_input
 
 __all__ = [
     "ENSEMBLE_FILE",
@@ -40,7 +41,6 @@ __all__ = [
 ]
 
 ENSEMBLE_FILE = "uncertainty.json"
-_EMULATOR = dict(max_depth=3, n_estimators=40, learning_rate=0.1, subsample=0.8)
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -97,7 +97,8 @@ class BootstrapEnsemble:
             if self._booster is None:
                 self._booster = xgb.Booster()
                 self._booster.load_model(bytearray(self.emulator))
-            return np.exp(self._booster.inplace_predict(design))
+            names = self._booster.feature_names
+            return np.exp(self._booster.inplace_predict(xgboost_input(design, names)))
         a, b, c = self.polynomial
         m = np.asarray(margin, dtype=float)
         return np.exp(a + b * m + c * m * m)
@@ -153,16 +154,24 @@ class BootstrapEnsemble:
         return state
 
 
-def _member_margin(kind: str, estimator: object, design: pd.DataFrame) -> np.ndarray:
-    if kind == "xgboost":
-        return estimator.get_booster().inplace_predict(design, predict_type="margin")
-    return np.asarray(estimator.decision_function(design), dtype=float)
+def _resamples(y: np.ndarray, members: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """``members`` bootstrap resamples (row positions), each with both outcomes."""
+    resamples: list[np.ndarray] = []
+    while len(resamples) < members:
+        rows = rng.integers(0, len(y), len(y))
+        if y[rows].min() == y[rows].max():
+            continue  # a resample with one outcome cannot be fitted: draw again
+        resamples.append(rows)
+    return resamples
 
 
 def fit_ensemble(model: object, estimator: object, valid: pd.DataFrame, y: np.ndarray,
                  members: int, level: float, seed: int = 0
                  ) -> tuple[BootstrapEnsemble, np.ndarray]:
     """Refit ``estimator`` on ``members`` bootstrap resamples of the development rows.
+
+    The model's adapter (crsrisk.modeling.adapters) fits the refits and chooses the compact
+    form of their spread; the selected hyper-parameters are reused, never searched again.
 
     Parameters
     ----------
@@ -184,36 +193,16 @@ def fit_ensemble(model: object, estimator: object, valid: pd.DataFrame, y: np.nd
     """
     y = np.asarray(y, dtype=int)
     design = model.design(valid)
-    rng = np.random.default_rng(seed)
-    margins, coefs = [], []
-    while len(margins) < members:
-        rows = rng.integers(0, len(y), len(y))
-        if y[rows].min() == y[rows].max():
-            continue  # a resample with one outcome cannot be fitted: draw again
-        fitted = clone(estimator).fit(design.iloc[rows], y[rows])
-        margins.append(_member_margin(model.kind, fitted, design))
-        if model.kind == "logistic":
-            coefs.append(np.r_[fitted.intercept_.ravel(), fitted.coef_.ravel()])
-    matrix = np.vstack(margins)
+    resamples = _resamples(y, members, np.random.default_rng(seed))
+    refits = model.adapter.refits(estimator, design, y, resamples)
+    matrix = np.vstack([r.margin for r in refits])
     risks = np.vstack([model.calibrator.predict(m) for m in matrix])
     base = model.risk(valid)
     mape = float(np.mean(np.abs(risks - base)))
-    sd = matrix.std(axis=0, ddof=1)
-    if model.kind == "logistic":
-        ensemble = BootstrapEnsemble("linear", level, members, mape, list(design.columns),
-                                     covariance=np.cov(np.array(coefs), rowvar=False))
-    elif model.kind == "xgboost":
-        emulator = xgb.XGBRegressor(**_EMULATOR, tree_method="hist", enable_categorical=True,
-                                    max_cat_to_onehot=1, n_jobs=2, random_state=seed)
-        emulator.fit(design, np.log(np.maximum(sd, 1e-6)))
-        raw = bytes(emulator.get_booster().save_raw("ubj"))
-        ensemble = BootstrapEnsemble("emulator", level, members, mape, emulator=raw)
-    else:
-        m = model.margin(valid, design)
-        poly = np.polyfit(m, np.log(np.maximum(sd, 1e-6)), 2)[::-1]
-        ensemble = BootstrapEnsemble("margin", level, members, mape,
-                                     polynomial=[float(v) for v in poly])
-    return ensemble, risks
+    log_spread = np.log(np.maximum(matrix.std(axis=0, ddof=1), 1e-6))
+    form = model.adapter.spread_form(design, model.margin(valid, design), log_spread, refits,
+                                     seed)
+    return BootstrapEnsemble(level=level, members=members, mape=mape, **form), risks
 
 
 def mean_absolute_prediction_error(model_risk: np.ndarray, member_risks: np.ndarray) -> float:
