@@ -132,7 +132,9 @@ def test_report_from_the_registry_alone(registry, trained):
         patch.setenv("MLFLOW_TRACKING_URI", trained.uri)
         document = build_report(model, trained.model_uri, None, tracking=tracking)
     assert "No cohort given" in document
-    assert len(decoded_images(document)) == 2  # the training run's ROC and calibration plots
+    # The training run's ROC and calibration plots, and the instability plot of its bootstrap
+    # refits (per-patient intervals).
+    assert len(decoded_images(document)) == 3
 
 
 def test_report_of_a_model_unknown_to_the_store(registry, tmp_path):

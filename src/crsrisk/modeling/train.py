@@ -43,9 +43,11 @@ from crsrisk.modeling.uncertainty import fit_ensemble
 from crsrisk.modeling.validation_design import (
     SELECTED,
     Developed,
+    InternalExternal,
     Optimism,
     bootstrap_design,
     bootstrap_optimism,
+    internal_external_design,
     performance,
 )
 
@@ -136,6 +138,7 @@ class TrainingResult:
     optimism: Optimism | None = None  # bootstrap design: optimism-corrected figures
     ensemble_risk: np.ndarray | None = None  # bootstrap models' risks, development rows
     thresholds: pd.DataFrame | None = None  # sensitivity and NPV each action threshold reaches
+    internal_external: InternalExternal | None = None  # leave one site / year out
 
 
 # ------------------------------------------------------------------------------------------
@@ -501,6 +504,11 @@ def train_models(
             apparent, config.validation.bootstrap_repeats, config.seed,
             config.validation.n_jobs)
         timings["optimism_bootstrap"] = time.perf_counter() - start
+    out.internal_external = internal_external_design(
+        lambda rows, y, pos: develop(rows, y, pos, names, config), train, y_train,
+        config.validation.internal_external, design)
+    if out.internal_external is not None:
+        timings["internal_external"] = out.internal_external.seconds
     out.thresholds = threshold_performance(selected.oof_risk, y_train, train, action_tiers)
     if config.uncertainty.models:
         start = time.perf_counter()
