@@ -93,6 +93,15 @@ def say_sample_size(sizes, auroc: float) -> None:
     for c in sizes:
         say(f"  {c.name:<17}{c.size.parameters:>11}{c.size.parameter_n:>8,}"
             f"{round(c.size.parameter_n * c.size.prevalence):>11,}  {c.reason}")
+    from crsrisk.modeling.candidates import PARAMETERS_COUNTED
+    from crsrisk.modeling.train import COMPARATORS
+
+    kinds = {"published score" if c.name in COMPARATORS else c.name.removesuffix("_monotone")
+             for c in sizes}
+    say("  parameters counted:")
+    for kind, counted in PARAMETERS_COUNTED.items():
+        if kind in kinds:
+            say(f"    {kind}: {counted}")
 
 
 def say_split(result) -> None:

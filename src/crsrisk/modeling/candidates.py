@@ -29,6 +29,7 @@ __all__ = [
     "PRESPECIFIED",
     "CandidateSize",
     "candidate_parameters",
+    "PARAMETERS_COUNTED",
     "check_candidates",
 ]
 
@@ -262,10 +263,27 @@ class CandidateSize:
                 **self.size.as_dict()}
 
 
+# What `candidate_parameters` counts for each kind of candidate, in words for the printout.
+PARAMETERS_COUNTED = {
+    "published score": "1 slope on the score, +1 for a missing-score indicator: the score's "
+                       "weights are published, only its recalibration is fitted",
+    "parsimonious": "one per design column of the factors kept (burden also has a "
+                    "missing-assessment column), in the pre-specified order",
+    "logistic": "one per design column, the larger of the designs searched (with splines: one "
+                "per spline basis column)",
+    "xgboost": "the candidate predictor parameters the trees can split on (the linear design's "
+               "columns, as Riley's criteria count them for any method). Boosted trees spend "
+               "more than that (a cut-point per split, interactions up to the tree depth; van "
+               "der Ploeg et al. 2014 found such methods need several times the events per "
+               "variable of logistic regression), so the check is lenient for XGBoost: a "
+               "cohort it skips cannot support the trees either",
+}
+
+
 def candidate_parameters(name: str, valid: pd.DataFrame, y: np.ndarray,
                          config: TrainConfig) -> int:
-    """Parameters a candidate estimates on this cohort (design columns; for XGBoost the linear
-    design's columns, a lower bound on what a tree ensemble spends)."""
+    """Parameters a candidate estimates on this cohort, as `PARAMETERS_COUNTED` says (for
+    XGBoost the linear design's columns: a lower bound on what a tree ensemble spends)."""
     if name in ("m_easix", "easix", "car_hematotox"):
         return 1 + int(ScoreComparator(score=name).fit(valid, y).has_indicator_)
     if name == "parsimonious":
@@ -305,6 +323,6 @@ def check_candidates(valid: pd.DataFrame, y: np.ndarray,
                 f"skipped: {size.parameters} parameters need {size.parameter_n:,} patients "
                 f"(shrinkage >= 0.9, R2 optimism <= 0.05 at anticipated AUROC "
                 f"{settings.anticipated_auroc}), the cohort has {len(y):,}; force it with "
-                "sample_size.force")
+                f"sample_size.force: [{name}] in the train config")
         out.append(CandidateSize(name, size, fitted, reason))
     return out
