@@ -155,6 +155,10 @@ class ParsimoniousFeatures(FeatureBuilder):
     max_parameters
         Use at most this many design columns, leading factors first (the first is always
         kept); None: every factor that varies in the training rows.
+    anticipated_auroc
+        When given (and labels are given to `fit`), also at most as many design columns as the
+        training rows support by Riley's criteria 1 and 2 at this anticipated AUROC
+        (`supported_parameters`); None: no such limit.
 
     Attributes
     ----------
@@ -166,9 +170,11 @@ class ParsimoniousFeatures(FeatureBuilder):
         Parameters allowed.
     """
 
-    def __init__(self, max_parameters: int | None = None) -> None:
+    def __init__(self, max_parameters: int | None = None,
+                 anticipated_auroc: float | None = None) -> None:
         super().__init__(kind="linear", splines=False)
         self.max_parameters = max_parameters
+        self.anticipated_auroc = anticipated_auroc
 
     def _full(self, X: pd.DataFrame) -> pd.DataFrame:
         design = super().transform(X)
@@ -184,6 +190,11 @@ class ParsimoniousFeatures(FeatureBuilder):
         design = self._full(X)
         self.budget_ = (len(design.columns) if self.max_parameters is None
                         else int(self.max_parameters))
+        if self.anticipated_auroc is not None and y is not None:
+            labels = np.asarray(y, dtype=float)
+            if 0 < labels.mean() < 1:
+                self.budget_ = min(self.budget_, supported_parameters(
+                    len(labels), float(labels.mean()), float(self.anticipated_auroc)))
         kept: list[str] = []
         factors: list[str] = []
         for factor, columns, _ in PARSIMONIOUS_FACTORS:
@@ -207,7 +218,8 @@ class ParsimoniousFeatures(FeatureBuilder):
     def to_dict(self) -> dict:
         """The fitted state as JSON-able data: the linear features plus the parsimonious part."""
         return {**super().to_dict(), "parsimonious": {
-            "max_parameters": self.max_parameters, "product_mean": self.product_mean_,
+            "max_parameters": self.max_parameters,
+            "anticipated_auroc": self.anticipated_auroc, "product_mean": self.product_mean_,
             "product_sd": self.product_sd_, "budget": self.budget_, "kept": list(self.kept_),
             "factors": list(self.factors_)}}
 
@@ -224,7 +236,7 @@ class ParsimoniousFeatures(FeatureBuilder):
             part = state["parsimonious"]
             linear = FeatureBuilder.from_dict({k: v for k, v in state.items()
                                                if k != "parsimonious"})
-            builder = cls(part["max_parameters"])
+            builder = cls(part["max_parameters"], part.get("anticipated_auroc"))
             builder.__dict__.update({k: v for k, v in linear.__dict__.items()
                                      if k.endswith("_") and not k.startswith("_")})
             builder.product_mean_ = float(part["product_mean"])
