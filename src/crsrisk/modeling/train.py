@@ -281,7 +281,7 @@ def make_estimator(name: str, params: dict, seed: int) -> Pipeline | ScoreCompar
         ])
     if name == "parsimonious":
         return Pipeline([
-            ("features", ParsimoniousFeatures()),
+            ("features", ParsimoniousFeatures(anticipated_auroc=params.get("anticipated_auroc"))),
             ("model", LogisticRegression(C=params["C"], max_iter=5000)),
         ])
     if name in ("xgboost", "xgboost_monotone"):
@@ -308,7 +308,11 @@ def search_space(name: str, config: TrainConfig) -> list[dict]:
     if name in COMPARATORS:
         return [{}]
     if name == "parsimonious":
-        return [{"C": c} for c in config.search.parsimonious_c]
+        # Every pre-specified factor, or only the leading ones the rows support (Riley's
+        # criteria at the anticipated AUROC): chosen with the penalty by CV log loss.
+        riley = config.sample_size.anticipated_auroc
+        return [{"C": c, "anticipated_auroc": a} for a in (None, riley)
+                for c in config.search.parsimonious_c]
     if name == "logistic":
         return [{"C": c, "splines": s} for c in config.search.logistic_c
                 for s in config.search.logistic_splines]
