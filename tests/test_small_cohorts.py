@@ -133,6 +133,25 @@ def test_flexible_candidates_are_skipped_with_the_reason(cohort):
     assert sizes["xgboost_monotone"].fitted and "forced" in sizes["xgboost_monotone"].reason
 
 
+def test_parsimonious_keeps_the_leading_factors_the_rows_support(cohort):
+    from crsrisk.modeling.candidates import ParsimoniousFeatures, supported_parameters
+    from crsrisk.modeling.train import search_space
+
+    valid, severe = cohort
+    y = severe.astype(int).to_numpy()
+    every = ParsimoniousFeatures().fit(valid, y)
+    capped = ParsimoniousFeatures(anticipated_auroc=0.78).fit(valid, y)
+    budget = supported_parameters(len(y), y.mean(), 0.78)
+    assert 1 <= capped.budget_ == budget < len(every.kept_)
+    assert capped.kept_ == every.kept_[:len(capped.kept_)]  # the pre-specified order
+    assert capped.kept_[:2] == ["tumour_burden", "tumour_burden_missing"]
+    assert len(capped.kept_) <= budget
+    again = ParsimoniousFeatures.from_dict(json.loads(json.dumps(capped.to_dict())))
+    pd.testing.assert_frame_equal(again.transform(valid), capped.transform(valid))
+    space = search_space("parsimonious", small_config())
+    assert {p["anticipated_auroc"] for p in space} == {None, 0.78}  # chosen by CV log loss
+
+
 def test_no_supported_candidate_is_refused(cohort):
     from crsrisk.modeling.train import TrainingError
 
