@@ -279,8 +279,10 @@ class CandidateSize:
 PARAMETERS_COUNTED = {
     "published score": "1 slope on the score, +1 for a missing-score indicator: the score's "
                        "weights are published, only its recalibration is fitted",
-    "parsimonious": "one per design column of the factors kept (burden also has a "
-                    "missing-assessment column), in the pre-specified order",
+    "parsimonious": "one per design column of every pre-specified factor that varies (burden "
+                    "also has a missing-assessment column): the largest design its search may "
+                    "fit; the search also tries only the leading factors the rows support, and "
+                    "CV log loss chooses",
     "logistic": "one per design column, the larger of the designs searched (with splines: one "
                 "per spline basis column)",
     "xgboost": "the candidate predictor parameters the trees can split on (the linear design's "
