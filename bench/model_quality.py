@@ -40,12 +40,18 @@ def main() -> None:
     parser.add_argument("--test-seed", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=None,
                         help="bootstrap repeats (default: the train config's)")
+    parser.add_argument("--internal-external", default=None,
+                        choices=["auto", "site", "year", "both", "off"],
+                        help="internal-external cross-validation (default: the train config's)")
     args = parser.parse_args()
 
     config = load_train_config()
     if args.repeats:
         config = config.model_copy(update={"validation": config.validation.model_copy(
             update={"bootstrap_repeats": args.repeats})})
+    if args.internal_external:
+        config = config.model_copy(update={"validation": config.validation.model_copy(
+            update={"internal_external": args.internal_external})})
     train_valid = validate(simulate_cohort(args.n_train, seed=args.train_seed).baseline).valid
     start = time.perf_counter()
     result = train_models(train_valid, resolve_labels(train_valid).severe, config)
@@ -94,6 +100,12 @@ def main() -> None:
         gap = result.selected.cv_metrics["cv_auroc"] - result.selected.test_metrics["auroc"]
         print(f"selected {chosen} ({result.selected.params}, {result.selected.calibration}); "
               f"CV-to-internal-test AUROC gap {gap:+.3f}")
+    ie = result.internal_external
+    for by, table in (ie.tables.items() if ie else ()):
+        print(f"internal-external by {by} ({ie.seconds:.0f} s for every grouping): AUROC "
+              f"{table['auroc'].min():.3f}-{table['auroc'].max():.3f} over {len(table)} held-out "
+              f"groups, calibration slope {table['calibration_slope'].min():.2f}-"
+              f"{table['calibration_slope'].max():.2f}")
     if result.selected.model.uncertainty is not None:
         print(f"per-patient intervals: MAPE {result.selected.model.uncertainty.mape:.4f} "
               f"({result.selected.model.uncertainty.method})")

@@ -132,7 +132,9 @@ def test_report_from_the_registry_alone(registry, trained):
         patch.setenv("MLFLOW_TRACKING_URI", trained.uri)
         document = build_report(model, trained.model_uri, None, tracking=tracking)
     assert "No cohort given" in document
-    assert len(decoded_images(document)) == 2  # the training run's ROC and calibration plots
+    # The training run's ROC and calibration plots, and the instability plot of its bootstrap
+    # refits (per-patient intervals).
+    assert len(decoded_images(document)) == 3
 
 
 def test_report_of_a_model_unknown_to_the_store(registry, tmp_path):
@@ -231,3 +233,42 @@ def test_cohort_text_is_escaped_by_the_template(registry, cohort, trained):
     assert "&lt;b&gt;x&lt;/b&gt;" in document
     assert "alert(&#39;site&#39;)" not in document  # sites are coded, not shown at all
     assert document.count("<script>") == 1  # the self-check alone
+
+
+def test_small_data_tables_show_what_training_logged_and_withhold_nothing_more():
+    from crsrisk.mlops.evaluation_runs import ModelRef
+    from crsrisk.report.data import (
+        TrainingRecord,
+        internal_external_tables,
+        optimism_table,
+        sample_size_table,
+    )
+
+    size = {"candidate": "xgboost", "parameters": 75, "parameter_n": 11291, "prevalence": 0.055,
+            "n_shrinkage": 11291, "n_optimism": 9000, "reason": "skipped: ...; force it"}
+    optimism = [{"candidate": c, "metric": m, "apparent": 0.8, "optimism": 0.05,
+                 "corrected": 0.75, "repeats": 200}
+                for c in ("parsimonious", "selected")
+                for m in ("auroc", "calibration_slope", "calibration_intercept", "brier")]
+    years = [{"year": "2018", "rows": 47, "events": "< 10", "selected": "parsimonious",
+              "auroc": None, "calibration_slope": None, "calibration_intercept": None,
+              "brier": None},
+             {"year": "2019", "rows": 52, "events": 12, "selected": "m_easix", "auroc": 0.71,
+              "calibration_slope": 0.83, "calibration_intercept": -0.18, "brier": 0.1585}]
+    record = TrainingRecord(
+        ModelRef("m", "1", None, None, "test"), "run", {}, {}, {}, pd.DataFrame(), {}, {},
+        documents={"sample_size.json": {"sample_size": [size]},
+                   "optimism.json": {"optimism": optimism},
+                   "internal_external.json": {"tables": {"year": years}}})
+    sizes = sample_size_table(record).iloc[0]
+    assert (sizes["Minimum patients"], sizes["Minimum events"]) == ("11,291", "621")
+    rows = optimism_table(record).set_index("Candidate")
+    assert rows.loc["whole procedure (selection included)", "Corrected AUROC"] == "0.750"
+    table = internal_external_tables(record)["year"]
+    assert list(table["Events"]) == ["< 10", "12"]
+    assert list(table["AUROC"]) == ["–", "0.710"]
+    assert table["Held out"].iloc[0] == "infusion year 2018"
+    empty = TrainingRecord(ModelRef("m", "1", None, None, "test"), "run", {}, {}, {},
+                           pd.DataFrame(), {}, {})
+    assert sample_size_table(empty) is None and optimism_table(empty) is None
+    assert internal_external_tables(empty) == {}

@@ -109,6 +109,8 @@ class ValidationConfig(_Strict):
     bootstrap_below: int = Field(200, ge=1)  # auto: bootstrap when the smaller class is below
     bootstrap_repeats: int = Field(200, ge=2, le=5000)
     n_jobs: int = Field(1, ge=1, le=64)
+    # Leave one site / one infusion year out at a time (auto: both, bootstrap design only).
+    internal_external: Literal["auto", "site", "year", "both", "off"] = "auto"
 
 
 class UncertaintyConfig(_Strict):

@@ -20,7 +20,7 @@ from crsrisk.cli.common import (
 )
 
 __all__ = ["train", "promote", "models", "say_sample_size", "say_split", "say_bootstrap",
-           "say_tiers"]
+           "say_internal_external", "say_tiers"]
 
 
 @app.command()
@@ -68,6 +68,7 @@ def train(
         say_split(result)
     else:
         say_bootstrap(result)
+    say_internal_external(result, cfg.privacy.min_cell)
     say_tiers(result, valid)
     store = connect(cfg.tracking)
     try:
@@ -96,6 +97,15 @@ def say_sample_size(sizes, auroc: float) -> None:
     for c in sizes:
         say(f"  {c.name:<17}{c.size.parameters:>11}{c.size.parameter_n:>8,}"
             f"{round(c.size.parameter_n * c.size.prevalence):>11,}  {c.reason}")
+    from crsrisk.modeling.candidates import PARAMETERS_COUNTED
+    from crsrisk.modeling.train import COMPARATORS
+
+    kinds = {"published score" if c.name in COMPARATORS else c.name.removesuffix("_monotone")
+             for c in sizes}
+    say("  parameters counted:")
+    for kind, counted in PARAMETERS_COUNTED.items():
+        if kind in kinds:
+            say(f"    {kind}: {counted}")
 
 
 def say_split(result) -> None:
@@ -135,6 +145,35 @@ def say_bootstrap(result) -> None:
     picks = ", ".join(f"{k} {v}" for k, v in sorted(opt.selections.items()))
     say(f"the procedure selected, across repeats: {picks}; the 'selected' row is its honest "
         "figure, selection included")
+
+
+def say_internal_external(result, min_cell: int) -> None:
+    """Internal-external cross-validation: one line per site or infusion year held out."""
+    from crsrisk.mlops.tracking import private_internal_external
+
+    ie = result.internal_external
+    if ie is None:
+        return
+    say(f"internal-external cross-validation ({ie.seconds:.0f} s; each held-out group: the whole "
+        "procedure developed on the other groups, tested on it; counts under "
+        f"{min_cell} withheld, and the figures of a group with fewer than {min_cell} events or "
+        "non-events):")
+    for by in ("site", "year"):
+        if by in ie.tables:
+            table = private_internal_external(ie.tables[by], by, min_cell)
+            say(f"  {'held out':<14}{'rows':>7}{'events':>8}  {'selected':<15}{'AUROC':>7}"
+                f"{'slope':>7}{'intercept':>10}{'Brier':>7}")
+            for r in table.to_dict("records"):
+                say(f"  {by} {r[by]!s:<{13 - len(by)}}{r['rows']!s:>7}{r['events']!s:>8}  "
+                    f"{r['selected'] or '':<15}{_fmt(r['auroc'], '.3f'):>7}"
+                    f"{_fmt(r['calibration_slope'], '.2f'):>7}"
+                    f"{_fmt(r['calibration_intercept'], '+.2f'):>10}{_fmt(r['brier'], '.3f'):>7}")
+        if by in ie.notes:
+            say(f"  by {by}: {ie.notes[by]}")
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None or value != value else format(value, spec)
 
 
 def say_tiers(result, valid) -> None:

@@ -27,6 +27,7 @@ from crsrisk.config import TrainConfig  # noqa: E402
 from crsrisk.contract.fingerprint import data_fingerprint, row_hashes  # noqa: E402
 from crsrisk.contract.spec import CONTRACT_VERSION  # noqa: E402
 from crsrisk.evaluation.metrics import point_metrics  # noqa: E402
+from crsrisk.evaluation.privacy import private_groups, site_code_map  # noqa: E402
 from crsrisk.mlops.pyfunc import (  # noqa: E402
     ARTIFACT_KEY,
     CODE_PATH,
@@ -56,6 +57,7 @@ __all__ = [
     "log_risk_model",
     "RegisteredModel",
     "log_and_register",
+    "private_internal_external",
 ]
 
 LIBRARIES = ("pandas", "pandera", "scikit-learn", "xgboost", "shap", "mlflow", "numpy")
@@ -226,7 +228,7 @@ def log_and_register(
             "selection.json",
         )
         figures = _plots(result, y_test) if len(result.test_index) else {}
-        figures.update(_small_data_records(result, valid))
+        figures.update(_small_data_records(result, valid, config.privacy.min_cell))
         for path, figure in figures.items():
             mlflow.log_figure(figure, path)
             plt.close(figure)
@@ -249,8 +251,23 @@ def log_and_register(
                            is_champion, decision)
 
 
-def _small_data_records(result: TrainingResult, valid: pd.DataFrame) -> dict[str, plt.Figure]:
-    """Log the sample-size table, optimism, thresholds and instability (aggregates only)."""
+def private_internal_external(table: pd.DataFrame, by: str, min_cell: int,
+                              site_names: pd.Series | None = None) -> pd.DataFrame:
+    """An internal-external table (`crsrisk.modeling.validation_design.internal_external`) fit
+    to leave the site: small counts withheld, no figure from a group with fewer than
+    ``min_cell`` events or non-events, and sites coded against ``site_names`` when given."""
+    frame = table.rename(columns={by: "level", "rows": "n"}).assign(variable=by)
+    if by == "site" and site_names is not None:
+        frame["level"] = frame["level"].map(site_code_map(site_names))
+    out = private_groups(frame, min_cell, site_variable="")
+    out.loc[out["withheld"] != "", "calibration_slope"] = None  # computed from the outcome
+    return out.drop(columns="variable").rename(columns={"level": by, "n": "rows"})
+
+
+def _small_data_records(result: TrainingResult, valid: pd.DataFrame,
+                        min_cell: int) -> dict[str, plt.Figure]:
+    """Log the sample-size table, optimism, internal-external validation, thresholds and
+    instability (aggregates only)."""
     from crsrisk.modeling.uncertainty import instability_plot
 
     mlflow.log_dict({"design": result.design,
@@ -265,6 +282,14 @@ def _small_data_records(result: TrainingResult, valid: pd.DataFrame) -> dict[str
                          "repeats": result.optimism.repeats}, "optimism.json")
         mlflow.log_metrics({f"corrected_{k}": v for k, v in result.optimism.corrected().items()
                             if np.isfinite(v)})
+    ie = result.internal_external
+    if ie is not None:
+        tables = {by: private_internal_external(t, by, min_cell, valid["site"]).astype(object)
+                  .where(lambda f: f.notna(), None).to_dict("records")
+                  for by, t in ie.tables.items()}
+        mlflow.log_dict({"tables": tables, "notes": ie.notes, "seconds": ie.seconds,
+                         "min_rows": ie.min_rows, "min_cell": min_cell},
+                        "internal_external.json")
     if result.thresholds is not None:
         mlflow.log_dict({"thresholds": result.thresholds.to_dict("records")}, "tiers.json")
     ensemble = result.selected.model.uncertainty

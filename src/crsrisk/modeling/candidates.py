@@ -29,6 +29,7 @@ __all__ = [
     "PRESPECIFIED",
     "CandidateSize",
     "candidate_parameters",
+    "PARAMETERS_COUNTED",
     "check_candidates",
 ]
 
@@ -154,6 +155,10 @@ class ParsimoniousFeatures(FeatureBuilder):
     max_parameters
         Use at most this many design columns, leading factors first (the first is always
         kept); None: every factor that varies in the training rows.
+    anticipated_auroc
+        When given (and labels are given to `fit`), also at most as many design columns as the
+        training rows support by Riley's criteria 1 and 2 at this anticipated AUROC
+        (`supported_parameters`); None: no such limit.
 
     Attributes
     ----------
@@ -165,9 +170,11 @@ class ParsimoniousFeatures(FeatureBuilder):
         Parameters allowed.
     """
 
-    def __init__(self, max_parameters: int | None = None) -> None:
+    def __init__(self, max_parameters: int | None = None,
+                 anticipated_auroc: float | None = None) -> None:
         super().__init__(kind="linear", splines=False)
         self.max_parameters = max_parameters
+        self.anticipated_auroc = anticipated_auroc
 
     def _full(self, X: pd.DataFrame) -> pd.DataFrame:
         design = super().transform(X)
@@ -183,6 +190,11 @@ class ParsimoniousFeatures(FeatureBuilder):
         design = self._full(X)
         self.budget_ = (len(design.columns) if self.max_parameters is None
                         else int(self.max_parameters))
+        if self.anticipated_auroc is not None and y is not None:
+            labels = np.asarray(y, dtype=float)
+            if 0 < labels.mean() < 1:
+                self.budget_ = min(self.budget_, supported_parameters(
+                    len(labels), float(labels.mean()), float(self.anticipated_auroc)))
         kept: list[str] = []
         factors: list[str] = []
         for factor, columns, _ in PARSIMONIOUS_FACTORS:
@@ -206,7 +218,8 @@ class ParsimoniousFeatures(FeatureBuilder):
     def to_dict(self) -> dict:
         """The fitted state as JSON-able data: the linear features plus the parsimonious part."""
         return {**super().to_dict(), "parsimonious": {
-            "max_parameters": self.max_parameters, "product_mean": self.product_mean_,
+            "max_parameters": self.max_parameters,
+            "anticipated_auroc": self.anticipated_auroc, "product_mean": self.product_mean_,
             "product_sd": self.product_sd_, "budget": self.budget_, "kept": list(self.kept_),
             "factors": list(self.factors_)}}
 
@@ -223,7 +236,7 @@ class ParsimoniousFeatures(FeatureBuilder):
             part = state["parsimonious"]
             linear = FeatureBuilder.from_dict({k: v for k, v in state.items()
                                                if k != "parsimonious"})
-            builder = cls(part["max_parameters"])
+            builder = cls(part["max_parameters"], part.get("anticipated_auroc"))
             builder.__dict__.update({k: v for k, v in linear.__dict__.items()
                                      if k.endswith("_") and not k.startswith("_")})
             builder.product_mean_ = float(part["product_mean"])
@@ -262,10 +275,29 @@ class CandidateSize:
                 **self.size.as_dict()}
 
 
+# What `candidate_parameters` counts for each kind of candidate, in words for the printout.
+PARAMETERS_COUNTED = {
+    "published score": "1 slope on the score, +1 for a missing-score indicator: the score's "
+                       "weights are published, only its recalibration is fitted",
+    "parsimonious": "one per design column of every pre-specified factor that varies (burden "
+                    "also has a missing-assessment column): the largest design its search may "
+                    "fit; the search also tries only the leading factors the rows support, and "
+                    "CV log loss chooses",
+    "logistic": "one per design column, the larger of the designs searched (with splines: one "
+                "per spline basis column)",
+    "xgboost": "the candidate predictor parameters the trees can split on (the linear design's "
+               "columns, as Riley's criteria count them for any method). Boosted trees spend "
+               "more than that (a cut-point per split, interactions up to the tree depth; van "
+               "der Ploeg et al. 2014 found such methods need several times the events per "
+               "variable of logistic regression), so the check is lenient for XGBoost: a "
+               "cohort it skips cannot support the trees either",
+}
+
+
 def candidate_parameters(name: str, valid: pd.DataFrame, y: np.ndarray,
                          config: TrainConfig) -> int:
-    """Parameters a candidate estimates on this cohort (design columns; for XGBoost the linear
-    design's columns, a lower bound on what a tree ensemble spends)."""
+    """Parameters a candidate estimates on this cohort, as `PARAMETERS_COUNTED` says (for
+    XGBoost the linear design's columns: a lower bound on what a tree ensemble spends)."""
     if name in ("m_easix", "easix", "car_hematotox"):
         return 1 + int(ScoreComparator(score=name).fit(valid, y).has_indicator_)
     if name == "parsimonious":
@@ -305,6 +337,6 @@ def check_candidates(valid: pd.DataFrame, y: np.ndarray,
                 f"skipped: {size.parameters} parameters need {size.parameter_n:,} patients "
                 f"(shrinkage >= 0.9, R2 optimism <= 0.05 at anticipated AUROC "
                 f"{settings.anticipated_auroc}), the cohort has {len(y):,}; force it with "
-                "sample_size.force")
+                f"sample_size.force: [{name}] in the train config")
         out.append(CandidateSize(name, size, fitted, reason))
     return out

@@ -43,9 +43,11 @@ from crsrisk.modeling.uncertainty import fit_ensemble
 from crsrisk.modeling.validation_design import (
     SELECTED,
     Developed,
+    InternalExternal,
     Optimism,
     bootstrap_design,
     bootstrap_optimism,
+    internal_external_design,
     performance,
 )
 
@@ -136,6 +138,7 @@ class TrainingResult:
     optimism: Optimism | None = None  # bootstrap design: optimism-corrected figures
     ensemble_risk: np.ndarray | None = None  # bootstrap models' risks, development rows
     thresholds: pd.DataFrame | None = None  # sensitivity and NPV each action threshold reaches
+    internal_external: InternalExternal | None = None  # leave one site / year out
 
 
 # ------------------------------------------------------------------------------------------
@@ -278,7 +281,7 @@ def make_estimator(name: str, params: dict, seed: int) -> Pipeline | ScoreCompar
         ])
     if name == "parsimonious":
         return Pipeline([
-            ("features", ParsimoniousFeatures()),
+            ("features", ParsimoniousFeatures(anticipated_auroc=params.get("anticipated_auroc"))),
             ("model", LogisticRegression(C=params["C"], max_iter=5000)),
         ])
     if name in ("xgboost", "xgboost_monotone"):
@@ -305,7 +308,11 @@ def search_space(name: str, config: TrainConfig) -> list[dict]:
     if name in COMPARATORS:
         return [{}]
     if name == "parsimonious":
-        return [{"C": c} for c in config.search.parsimonious_c]
+        # Every pre-specified factor, or only the leading ones the rows support (Riley's
+        # criteria at the anticipated AUROC): chosen with the penalty by CV log loss.
+        riley = config.sample_size.anticipated_auroc
+        return [{"C": c, "anticipated_auroc": a} for a in (None, riley)
+                for c in config.search.parsimonious_c]
     if name == "logistic":
         return [{"C": c, "splines": s} for c in config.search.logistic_c
                 for s in config.search.logistic_splines]
@@ -499,6 +506,11 @@ def train_models(
             apparent, config.validation.bootstrap_repeats, config.seed,
             config.validation.n_jobs)
         timings["optimism_bootstrap"] = time.perf_counter() - start
+    out.internal_external = internal_external_design(
+        lambda rows, y, pos: develop(rows, y, pos, names, config), train, y_train,
+        config.validation.internal_external, design)
+    if out.internal_external is not None:
+        timings["internal_external"] = out.internal_external.seconds
     out.thresholds = threshold_performance(selected.oof_risk, y_train, train, action_tiers)
     if config.uncertainty.models:
         start = time.perf_counter()

@@ -8,8 +8,10 @@ gap between a repeat's performance on its own resample and on the original rows 
 from the final model's apparent performance. Because each repeat selects its own candidate, the
 figure for the selected model includes the optimism of the selection itself.
 
-Internal-external cross-validation (`internal_external`) leaves out one site or one year at a
-time, when the cohort has several.
+Internal-external cross-validation (`internal_external`, run by training through
+`internal_external_design`) leaves out one site or one infusion year at a time, develops the
+model on the rest with the same procedure and tests it on the group left out: how the model
+travels to a centre or a period it has not seen (Steyerberg and Harrell 2016).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ __all__ = [
     "performance",
     "bootstrap_optimism",
     "internal_external",
+    "InternalExternal",
+    "internal_external_design",
 ]
 
 OPTIMISM_METRICS = ("auroc", "calibration_slope", "calibration_intercept", "brier")
@@ -180,20 +184,95 @@ def internal_external(
         One row per held-out group: rows, events, the selected candidate and its performance.
     """
     y = np.asarray(y, dtype=int)
-    if by == "site":
-        groups = valid["site"].astype("str").fillna("missing").to_numpy()
-    elif by == "year":
-        groups = pd.to_datetime(valid["infusion_date"]).dt.year.astype("str").to_numpy()
-    else:
-        raise ValueError(f"by must be 'site' or 'year', got {by!r}")
+    groups = _groups(valid, by)
     out = []
-    for group in sorted(set(groups)):
+    for group in _held_out(groups, y, min_rows):
         held = groups == group
-        if held.sum() < min_rows or y[held].min() == y[held].max():
-            continue
         keep = np.flatnonzero(~held)
         developed = develop(valid.iloc[keep], y[keep], keep)
         risk = developed.predict[developed.selected](valid.iloc[np.flatnonzero(held)])
         out.append({by: group, "rows": int(held.sum()), "events": int(y[held].sum()),
                     "selected": developed.selected, **performance(y[held], risk)})
     return pd.DataFrame(out)
+
+
+def _groups(valid: pd.DataFrame, by: str) -> np.ndarray:
+    if by == "site":
+        return valid["site"].astype("str").fillna("missing").to_numpy()
+    if by == "year":
+        return pd.to_datetime(valid["infusion_date"]).dt.year.astype("str").to_numpy()
+    raise ValueError(f"by must be 'site' or 'year', got {by!r}")
+
+
+def _held_out(groups: np.ndarray, y: np.ndarray, min_rows: int) -> list[str]:
+    """Groups large enough to be held out alone: ``min_rows`` rows and both outcomes."""
+    return [g for g in sorted(set(groups))
+            if (groups == g).sum() >= min_rows and y[groups == g].min() < y[groups == g].max()]
+
+
+@dataclass
+class InternalExternal:
+    """Internal-external cross-validation as training ran it.
+
+    ``tables`` holds one `internal_external` table per grouping run (``"site"``, ``"year"``);
+    ``notes`` says, per grouping, why it was not run or which groups were not held out alone.
+    """
+
+    tables: dict[str, pd.DataFrame]
+    notes: dict[str, str]
+    seconds: float
+    min_rows: int
+
+
+def internal_external_design(
+    develop: Callable[[pd.DataFrame, np.ndarray, np.ndarray], Developed],
+    valid: pd.DataFrame,
+    y: np.ndarray,
+    setting: str,
+    design: str,
+    min_rows: int = 20,
+) -> InternalExternal | None:
+    """Internal-external cross-validation by site and by infusion year, as configured.
+
+    Parameters
+    ----------
+    develop
+        The whole development procedure, as for `bootstrap_optimism`.
+    valid, y
+        The development rows and their outcomes.
+    setting
+        ``validation.internal_external``: ``"auto"`` (site and year, under the bootstrap design
+        only: on a large cohort each development is costly and a test set exists), ``"site"``,
+        ``"year"``, ``"both"`` (under either design) or ``"off"``.
+    design
+        The validation design training chose (``"bootstrap"`` or ``"split"``).
+    min_rows
+        The fewest rows of a group held out alone; it also needs both outcomes. A grouping runs
+        only when at least two groups qualify.
+
+    Returns
+    -------
+    InternalExternal or None
+        None when nothing was asked for; else the tables run and the notes on what was not.
+    """
+    if setting == "off" or (setting == "auto" and design != "bootstrap"):
+        return None
+    start = time.perf_counter()
+    y = np.asarray(y, dtype=int)
+    tables: dict[str, pd.DataFrame] = {}
+    notes: dict[str, str] = {}
+    noun = {"site": "site", "year": "infusion year"}
+    for by in ("site", "year") if setting in ("auto", "both") else (setting,):
+        groups = _groups(valid, by)
+        held = _held_out(groups, y, min_rows)
+        if len(held) < 2:
+            notes[by] = (f"not run: {len(held)} of {len(set(groups))} {noun[by]}s "
+                         f"{'has' if len(held) == 1 else 'have'} at least {min_rows} rows and "
+                         "both outcomes; at least 2 are needed")
+            continue
+        tables[by] = internal_external(develop, valid, y, by, min_rows)
+        left = sorted(set(groups) - set(held))
+        if left:
+            notes[by] = (f"{len(left)} {noun[by]}(s) under {min_rows} rows or with one outcome "
+                         "only were never held out alone (they stay in every development set)")
+    return InternalExternal(tables, notes, time.perf_counter() - start, min_rows)

@@ -41,10 +41,13 @@ from crsrisk.modeling.riskmodel import RiskModel
 from crsrisk.report.data import (
     TrainingRecord,
     comparison_table,
+    internal_external_tables,
     missingness_table,
+    optimism_table,
     performance_table,
     predictors_table,
     recalibration_table,
+    sample_size_table,
     subgroups_display,
     table_one,
     training_candidates_table,
@@ -258,7 +261,52 @@ def _development(c: _Context) -> dict[str, object] | None:
                   else "stratified random"),
         "high_sensitivity": p.get("tiers.high_sensitivity", "?"),
         "low_npv": p.get("tiers.low_npv", "?"),
+        "design": p.get("validation_design", "split"),
+        "repeats": p.get("validation.bootstrap_repeats", "?"),
     }
+
+
+def _small_data(c: _Context) -> dict[str, object] | None:
+    """Sample size, bootstrap optimism, internal-external validation and instability, as the
+    training run logged them; None when it logged none of them."""
+    record = c.record
+    if record is None:
+        return None
+    sizes = record.documents.get("sample_size.json", {}).get("sample_size") or [{}]
+    first = sizes[0]
+    optimism = record.documents.get("optimism.json") or {}
+    ie = record.documents.get("internal_external.json") or {}
+    mape = record.metrics.get("instability_mape")
+    instability = None
+    if record.instability is not None:
+        instability = _figure(
+            record.instability, "Prediction instability",
+            "Each dot: one development patient's risk from one bootstrap model (the whole "
+            "model refitted on a bootstrap resample) against the model's risk for that patient "
+            "(Riley and Collins 2023). Dashed: the 5th and 95th centiles of the bootstrap risks; "
+            "grey: identity. The wider the vertical spread, the less stable the patient's risk."
+            + (f" Mean absolute prediction error (MAPE) {mape:.4f}." if mape is not None else ""))
+    out = {
+        "sample_size": _table(sample_size_table(record)),
+        "anticipated_auroc": first.get("c_statistic", "?"),
+        "prevalence": (f"{first['prevalence']:.3f}" if "prevalence" in first else "?"),
+        "patients": (f"{first['available_n']:,}" if first.get("available_n") else "?"),
+        "n_risk": (f"{first['n_risk']:,}" if "n_risk" in first else "?"),
+        "optimism": _table(optimism_table(record)),
+        "selections": ", ".join(f"{k} {v}" for k, v in sorted(
+            (optimism.get("selections") or {}).items())),
+        "internal_external": [(by, _table(t)) for by, t in
+                              internal_external_tables(record).items()],
+        "ie_notes": [f"by {by}: {note}" for by, note in (ie.get("notes") or {}).items()],
+        "ie_seconds": f"{ie['seconds']:.0f}" if "seconds" in ie else None,
+        "ie_min_rows": ie.get("min_rows"),
+        "instability": instability,
+        "mape": f"{mape:.4f}" if mape is not None else None,
+    }
+    if not (out["sample_size"] or out["optimism"] or out["internal_external"] or instability
+            or out["ie_notes"]):
+        return None
+    return out
 
 
 def _performance_figures(c: _Context) -> list[dict[str, str]]:
@@ -359,6 +407,7 @@ def _template_context(c: _Context) -> dict[str, object]:
         "missingness": (_table(missingness_table(c.valid, c.severe, c.min_cell))
                         if has_data else None),
         "development": _development(c),
+        "small_data": _small_data(c),
         "candidates": (_table(training_candidates_table(record))
                        if record is not None and not record.candidates.empty else None),
         "recalibrated_elsewhere": bool(record is not None and record.recalibration),

@@ -8,6 +8,7 @@ are withheld and sites coded before anything is shown.
 
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 from dataclasses import dataclass, field
@@ -47,6 +48,10 @@ __all__ = [
     "performance_table",
     "comparison_table",
     "training_candidates_table",
+    "TRAINING_DOCUMENTS",
+    "sample_size_table",
+    "optimism_table",
+    "internal_external_tables",
     "recalibration_table",
     "subgroups_display",
     "ci_text",
@@ -72,6 +77,9 @@ METRIC_NAMES = {
     "prevalence": "Observed severe CRS rate",
 }
 COLUMN_SPECS: dict[str, ColumnSpec] = BASELINE_SPECS
+# Aggregate JSON records of a training run (crsrisk.mlops.tracking): no patient rows in them.
+TRAINING_DOCUMENTS = ("sample_size.json", "optimism.json", "internal_external.json")
+INSTABILITY_PLOT = "plots/instability.png"
 
 
 # ------------------------------------------------------------------------------------------
@@ -93,6 +101,9 @@ class TrainingRecord:
     version_tags: dict[str, str]
     recalibration: dict[str, dict] | None = None
     evaluations: list[tuple[str, str]] = field(default_factory=list)
+    # The small-data records of the run (`TRAINING_DOCUMENTS`), where training logged them.
+    documents: dict[str, dict] = field(default_factory=dict)
+    instability: bytes | None = None  # the instability plot of the bootstrap models
 
 
 def training_record(client: MlflowClient, ref: ModelRef) -> TrainingRecord:
@@ -145,18 +156,26 @@ def training_record(client: MlflowClient, ref: ModelRef) -> TrainingRecord:
         rank = {name: i for i, name in enumerate(order)}
         candidates = candidates.sort_values("candidate", key=lambda s: s.map(rank).fillna(99),
                                             kind="stable").reset_index(drop=True)
-    plots = {}
+    files = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for path in ("plots/roc_test.png", "plots/calibration_test.png"):
+        for path in ("plots/roc_test.png", "plots/calibration_test.png", INSTABILITY_PLOT,
+                     *TRAINING_DOCUMENTS):
             try:
                 local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
                                                             artifact_path=path, dst_path=tmp)
-                plots[path] = Path(local).read_bytes()
+                files[path] = Path(local).read_bytes()
             except (MlflowException, OSError):
                 continue
+    documents = {}
+    for path in TRAINING_DOCUMENTS:
+        try:
+            documents[path] = json.loads(files.pop(path))
+        except (KeyError, ValueError):
+            continue  # not logged (an older run) or unreadable: the report says it is absent
+    instability = files.pop(INSTABILITY_PLOT, None)
     return TrainingRecord(ref, run.info.run_id, dict(run.data.tags), dict(run.data.params),
-                          dict(run.data.metrics), candidates, plots, version_tags,
-                          recalibration, evaluations)
+                          dict(run.data.metrics), candidates, files, version_tags,
+                          recalibration, evaluations, documents, instability)
 
 
 # ------------------------------------------------------------------------------------------
@@ -436,6 +455,75 @@ def training_candidates_table(record: TrainingRecord) -> pd.DataFrame:
                                               get("test_calibration_slope_upper")),
         })
     return pd.DataFrame(rows)
+
+
+def _float(value: object) -> float | None:
+    if value is None or isinstance(value, str):
+        return None
+    value = float(value)  # type: ignore[arg-type]
+    return value if math.isfinite(value) else None
+
+
+def sample_size_table(record: TrainingRecord) -> pd.DataFrame | None:
+    """Riley et al.'s minimum sample size per candidate and training's decision, or None when
+    the run logged none."""
+    document = record.documents.get("sample_size.json")
+    if not document or not document.get("sample_size"):
+        return None
+    return pd.DataFrame([{
+        "Candidate": c["candidate"],
+        "Parameters": f"{c['parameters']:,}",
+        "Minimum patients": f"{c['parameter_n']:,}",
+        "Minimum events": f"{round(c['parameter_n'] * c['prevalence']):,}",
+        "Shrinkage >= 0.9 needs": f"{c['n_shrinkage']:,}",
+        "R2 optimism <= 0.05 needs": f"{c['n_optimism']:,}",
+        "Decision": c["reason"],
+    } for c in document["sample_size"]])
+
+
+def optimism_table(record: TrainingRecord) -> pd.DataFrame | None:
+    """Apparent and bootstrap optimism-corrected figures per candidate and for the whole
+    procedure (row "selected"), or None when training used a held-out test set."""
+    document = record.documents.get("optimism.json")
+    if not document or not document.get("optimism"):
+        return None
+    frame = pd.DataFrame(document["optimism"])
+    rows = []
+    for candidate, part in frame.groupby("candidate", sort=False):
+        by = part.set_index("metric")
+        rows.append({
+            "Candidate": ("whole procedure (selection included)" if candidate == "selected"
+                          else candidate),
+            "Apparent AUROC": ci_text(_float(by.loc["auroc", "apparent"])),
+            "Corrected AUROC": ci_text(_float(by.loc["auroc", "corrected"])),
+            "Corrected calibration slope": ci_text(
+                _float(by.loc["calibration_slope", "corrected"]), digits=2),
+            "Corrected intercept": ci_text(
+                _float(by.loc["calibration_intercept", "corrected"]), digits=2),
+            "Corrected Brier": ci_text(_float(by.loc["brier", "corrected"]), digits=4),
+            "Repeats": f"{int(by.loc['auroc', 'repeats']):,}",
+        })
+    return pd.DataFrame(rows)
+
+
+def internal_external_tables(record: TrainingRecord) -> dict[str, pd.DataFrame]:
+    """Per grouping (``"site"``, ``"year"``), the internal-external table as training logged it
+    (already private: sites coded, small counts withheld)."""
+    document = record.documents.get("internal_external.json") or {}
+    out = {}
+    for by, rows in (document.get("tables") or {}).items():
+        out[by] = pd.DataFrame([{
+            "Held out": f"{'site' if by == 'site' else 'infusion year'} {r[by]}",
+            "Rows": r["rows"] if isinstance(r["rows"], str) else f"{int(r['rows']):,}",
+            "Events": ("–" if r["events"] is None else r["events"]
+                       if isinstance(r["events"], str) else f"{int(r['events']):,}"),
+            "Selected candidate": r.get("selected") or "–",
+            "AUROC": ci_text(_float(r.get("auroc"))),
+            "Calibration slope": ci_text(_float(r.get("calibration_slope")), digits=2),
+            "Intercept": ci_text(_float(r.get("calibration_intercept")), digits=2),
+            "Brier": ci_text(_float(r.get("brier")), digits=4),
+        } for r in rows])
+    return out
 
 
 def recalibration_table(metrics: dict[str, float]) -> pd.DataFrame:
