@@ -43,6 +43,8 @@ def main() -> None:
     parser.add_argument("--internal-external", default=None,
                         choices=["auto", "site", "year", "both", "off"],
                         help="internal-external cross-validation (default: the train config's)")
+    parser.add_argument("--force", default="",
+                        help="comma-separated candidates to fit even below Riley's minimum")
     args = parser.parse_args()
 
     config = load_train_config()
@@ -52,6 +54,9 @@ def main() -> None:
     if args.internal_external:
         config = config.model_copy(update={"validation": config.validation.model_copy(
             update={"internal_external": args.internal_external})})
+    if args.force:
+        config = config.model_copy(update={"sample_size": config.sample_size.model_copy(
+            update={"force": [name.strip() for name in args.force.split(",")]})})
     train_valid = validate(simulate_cohort(args.n_train, seed=args.train_seed).baseline).valid
     start = time.perf_counter()
     result = train_models(train_valid, resolve_labels(train_valid).severe, config)
