@@ -234,3 +234,26 @@ def test_report_withholds_the_subgroup_of_one_and_never_shows_the_site_name(site
     # Table 1 lists the site of one patient coded, its count withheld.
     table_one = document[document.index("Table 1"):document.index('<section id="missing">')]
     assert re.search(rf"<td>{codes[FREE_TEXT_SITE]}</td><td>&lt; 10</td>", table_one)
+
+
+def test_tier_thresholds_logged_to_mlflow_withhold_small_counts_and_figures():
+    """tiers.json (training's sensitivity and NPV per threshold) leaves the site with MLflow:
+    small counts withheld, no sensitivity or NPV from a class with few events."""
+    from crsrisk.mlops.tracking import private_thresholds
+
+    table = pd.DataFrame({
+        "therapy_class": ["CAR-T", "CAR-T", "bispecific", "bispecific"],
+        "tier": ["intermediate", "high"] * 2,
+        "risk_at_least": [0.1, 0.25, 0.03, 0.08],
+        "rows": [400, 400, 60, 60], "events": [40, 40, 4, 4],
+        "at_or_above": [120, 7, 30, 12],
+        "sensitivity": [0.8, 0.4, 0.75, 0.5], "npv": [0.97, 0.93, 0.99, 0.98], "note": "",
+    })
+    out = private_thresholds(table, min_cell=10)
+    assert out["at_or_above"].tolist() == [120, "< 10", 30, 12]
+    assert out["events"].tolist() == [40, 40, "< 10", "< 10"]
+    assert out["sensitivity"].tolist()[:2] == [0.8, 0.4]
+    assert out["sensitivity"].tolist()[2:] == [None, None]
+    assert out["npv"].tolist()[2:] == [None, None]
+    assert out["note"].str.contains("fewer than 10 events").tolist() == [False, False, True, True]
+    assert table["events"].tolist() == [40, 40, 4, 4]  # the caller's table is untouched

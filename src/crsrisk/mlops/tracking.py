@@ -27,7 +27,11 @@ from crsrisk.config import TrainConfig  # noqa: E402
 from crsrisk.contract.fingerprint import data_fingerprint, row_hashes  # noqa: E402
 from crsrisk.contract.spec import CONTRACT_VERSION  # noqa: E402
 from crsrisk.evaluation.metrics import point_metrics  # noqa: E402
-from crsrisk.evaluation.privacy import private_groups, site_code_map  # noqa: E402
+from crsrisk.evaluation.privacy import (  # noqa: E402
+    private_groups,
+    site_code_map,
+    suppress_small_counts,
+)
 from crsrisk.mlops.pyfunc import (  # noqa: E402
     ARTIFACT_KEY,
     CODE_PATH,
@@ -58,6 +62,7 @@ __all__ = [
     "RegisteredModel",
     "log_and_register",
     "private_internal_external",
+    "private_thresholds",
 ]
 
 LIBRARIES = ("pandas", "pandera", "scikit-learn", "xgboost", "shap", "mlflow", "numpy")
@@ -264,6 +269,19 @@ def private_internal_external(table: pd.DataFrame, by: str, min_cell: int,
     return out.drop(columns="variable").rename(columns={"level": by, "n": "rows"})
 
 
+def private_thresholds(table: pd.DataFrame, min_cell: int) -> pd.DataFrame:
+    """The tier-threshold table (`crsrisk.modeling.tiers.threshold_performance`) fit to leave
+    the site: counts of 1 to ``min_cell - 1`` patients withheld, and no sensitivity or NPV from
+    a therapy class with fewer than ``min_cell`` events or non-events."""
+    events, rows = table["events"].to_numpy(), table["rows"].to_numpy()
+    thin = (events < min_cell) | (rows - events < min_cell)
+    out = suppress_small_counts(table, ["rows", "events", "at_or_above"], min_cell)
+    out[["sensitivity", "npv"]] = out[["sensitivity", "npv"]].astype(object)
+    out.loc[thin, ["sensitivity", "npv"]] = None
+    out.loc[thin, "note"] = f"fewer than {min_cell} events or non-events: not shown"
+    return out
+
+
 def _small_data_records(result: TrainingResult, valid: pd.DataFrame,
                         min_cell: int) -> dict[str, plt.Figure]:
     """Log the sample-size table, optimism, internal-external validation, thresholds and
@@ -291,7 +309,9 @@ def _small_data_records(result: TrainingResult, valid: pd.DataFrame,
                          "min_rows": ie.min_rows, "min_cell": min_cell},
                         "internal_external.json")
     if result.thresholds is not None:
-        mlflow.log_dict({"thresholds": result.thresholds.to_dict("records")}, "tiers.json")
+        thresholds = private_thresholds(result.thresholds, min_cell)
+        mlflow.log_dict({"thresholds": thresholds.astype(object).where(thresholds.notna(), None)
+                         .to_dict("records"), "min_cell": min_cell}, "tiers.json")
     ensemble = result.selected.model.uncertainty
     if ensemble is None or result.ensemble_risk is None:
         return {}
