@@ -64,3 +64,33 @@ def test_supported_compares_the_cohort_with_the_parameter_criteria():
 def test_bad_inputs_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         minimum_sample_size(**kwargs)
+
+
+def test_logistic_is_searched_without_splines_when_only_that_design_is_supported():
+    """A cohort that supports the linear design (75 parameters) but not its spline version
+    (95) fits the logistic candidate without splines, and says so, instead of skipping it."""
+    from crsrisk.config import load_train_config
+    from crsrisk.contract.grading import resolve_labels
+    from crsrisk.contract.validate import validate
+    from crsrisk.modeling.candidates import check_candidates, searched_config
+    from crsrisk.modeling.train import search_space
+    from crsrisk.simulate.cohort import simulate_cohort
+
+    valid = validate(simulate_cohort(4000, seed=1).baseline).valid
+    y = resolve_labels(valid).severe.astype(int).to_numpy()
+    config = load_train_config()
+    config = config.model_copy(update={
+        "candidates": ["logistic"],
+        "sample_size": config.sample_size.model_copy(update={"anticipated_auroc": 0.9})})
+    (size,) = check_candidates(valid, y, config)
+    assert size.fitted and size.splines == (False,)
+    assert size.size.supported and size.size.parameters < 95
+    assert "supported without splines" in size.reason and "95 with splines" in size.reason
+    searched = searched_config(config, [size])
+    assert {p["splines"] for p in search_space("logistic", searched)} == {False}
+    assert {p["splines"] for p in search_space("logistic", config)} == {False, True}
+
+    forced = config.model_copy(update={"sample_size": config.sample_size.model_copy(
+        update={"force": ["logistic"]})})
+    (size,) = check_candidates(valid, y, forced)
+    assert size.fitted and size.splines is None and "forced" in size.reason

@@ -7,6 +7,7 @@ so that a reviewer can check every choice without reading the fitting code.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,8 @@ __all__ = [
     "candidate_parameters",
     "PARAMETERS_COUNTED",
     "check_candidates",
+    "linear_parameters",
+    "searched_config",
 ]
 
 # Never skipped for sample size: the published scores (one or two parameters: a recalibration)
@@ -269,6 +272,7 @@ class CandidateSize:
     size: SampleSize
     fitted: bool
     reason: str
+    splines: tuple[bool, ...] | None = None  # the logistic search's spline options, if limited
 
     def as_dict(self) -> dict:
         return {"candidate": self.name, "fitted": self.fitted, "reason": self.reason,
@@ -303,8 +307,39 @@ def candidate_parameters(name: str, valid: pd.DataFrame, y: np.ndarray,
     if name == "parsimonious":
         return len(ParsimoniousFeatures().fit(valid).kept_)
     splines = config.search.logistic_splines if name == "logistic" else (False,)
-    return max(len(FeatureBuilder(kind="linear", splines=s).fit(valid).feature_names_out_)
-               for s in splines)
+    return max(linear_parameters(valid, splines).values())
+
+
+def linear_parameters(valid: pd.DataFrame, splines: Sequence[bool]) -> dict[bool, int]:
+    """Columns of the linear design with and without splines (each option asked)."""
+    return {s: len(FeatureBuilder(kind="linear", splines=s).fit(valid).feature_names_out_)
+            for s in dict.fromkeys(splines)}
+
+
+def searched_config(config: TrainConfig, sizes: Sequence[CandidateSize]) -> TrainConfig:
+    """``config`` with each search limited as `check_candidates` decided (today: the logistic
+    candidate's spline options, when only the design without splines is supported)."""
+    for size in sizes:
+        if size.splines is not None:
+            search = config.search.model_copy(update={"logistic_splines": list(size.splines)})
+            config = config.model_copy(update={"search": search})
+    return config
+
+
+def _supported_without_splines(valid: pd.DataFrame, y: np.ndarray, config: TrainConfig,
+                               full: SampleSize) -> CandidateSize | None:
+    """The logistic candidate searched without splines, when only that design is supported."""
+    counts = linear_parameters(valid, config.search.logistic_splines)
+    if True not in counts or False not in counts:
+        return None
+    size = minimum_sample_size(counts[False], float(np.mean(y)),
+                               config.sample_size.anticipated_auroc, available_n=len(y))
+    if not size.supported:
+        return None
+    return CandidateSize("logistic", size, True, (
+        f"supported without splines: {size.parameters} parameters need {size.parameter_n:,} "
+        f"patients, {full.parameters} with splines would need {full.parameter_n:,}; the "
+        "search leaves splines out (force logistic to search both)"), splines=(False,))
 
 
 def check_candidates(valid: pd.DataFrame, y: np.ndarray,
@@ -332,6 +367,10 @@ def check_candidates(valid: pd.DataFrame, y: np.ndarray,
         elif not settings.skip_unsupported:
             fitted, reason = True, (f"below its minimum of {size.parameter_n:,}; fitted "
                                     "(sample_size.skip_unsupported is off)")
+        elif name == "logistic" and (smaller := _supported_without_splines(
+                valid, y, config, size)) is not None:
+            out.append(smaller)
+            continue
         else:
             fitted, reason = False, (
                 f"skipped: {size.parameters} parameters need {size.parameter_n:,} patients "

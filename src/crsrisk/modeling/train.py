@@ -36,6 +36,7 @@ from crsrisk.modeling.candidates import (
     ParsimoniousFeatures,
     check_candidates,
     monotone_constraints,
+    searched_config,
 )
 from crsrisk.modeling.riskmodel import RiskModel, Tiers
 from crsrisk.modeling.tiers import ActionTiers, threshold_performance
@@ -465,6 +466,7 @@ def train_models(
     y_all = severe.astype(int)
     warnings = check_training_table(valid, y_all, config)
     sizes = check_candidates(valid, y_all.to_numpy(), config)
+    config = searched_config(config, sizes)
     names = [c.name for c in sizes if c.fitted]
     if not names:
         raise TrainingError(
