@@ -239,7 +239,7 @@ def test_report_withholds_the_subgroup_of_one_and_never_shows_the_site_name(site
 def test_tier_thresholds_logged_to_mlflow_withhold_small_counts_and_figures():
     """tiers.json (training's sensitivity and NPV per threshold) leaves the site with MLflow:
     small counts withheld, no sensitivity or NPV from a class with few events."""
-    from crsrisk.mlops.tracking import private_thresholds
+    from crsrisk.evaluation.privacy import private_thresholds
 
     table = pd.DataFrame({
         "therapy_class": ["CAR-T", "CAR-T", "bispecific", "bispecific"],

@@ -149,7 +149,7 @@ def say_bootstrap(result) -> None:
 
 def say_internal_external(result, min_cell: int) -> None:
     """Internal-external cross-validation: one line per site or infusion year held out."""
-    from crsrisk.mlops.tracking import private_internal_external
+    from crsrisk.evaluation.privacy import private_internal_external
 
     ie = result.internal_external
     if ie is None:

@@ -36,6 +36,8 @@ __all__ = [
     "suppress_small_counts",
     "private_groups",
     "pooled_bins",
+    "private_internal_external",
+    "private_thresholds",
 ]
 
 MIN_CELL: int = PrivacyConfig().min_cell
@@ -252,3 +254,29 @@ def pooled_bins(table: pd.DataFrame, min_cell: int = MIN_CELL) -> pd.DataFrame:
                      "mean_predicted": sum(r["mean_predicted"] * r["n"] for r in group) / n,
                      "observed": events / n, "n": n, "events": events})
     return pd.DataFrame(rows, columns=["bin", "mean_predicted", "observed", "n", "events"])
+
+
+def private_internal_external(table: pd.DataFrame, by: str, min_cell: int,
+                              site_names: pd.Series | None = None) -> pd.DataFrame:
+    """An internal-external table (`crsrisk.modeling.validation_design.internal_external`) fit
+    to leave the site: small counts withheld, no figure from a group with fewer than
+    ``min_cell`` events or non-events, and sites coded against ``site_names`` when given."""
+    frame = table.rename(columns={by: "level", "rows": "n"}).assign(variable=by)
+    if by == "site" and site_names is not None:
+        frame["level"] = frame["level"].map(site_code_map(site_names))
+    out = private_groups(frame, min_cell, site_variable="")
+    out.loc[out["withheld"] != "", "calibration_slope"] = None  # computed from the outcome
+    return out.drop(columns="variable").rename(columns={"level": by, "n": "rows"})
+
+
+def private_thresholds(table: pd.DataFrame, min_cell: int) -> pd.DataFrame:
+    """The tier-threshold table (`crsrisk.modeling.tiers.threshold_performance`) fit to leave
+    the site: counts of 1 to ``min_cell - 1`` patients withheld, and no sensitivity or NPV from
+    a therapy class with fewer than ``min_cell`` events or non-events."""
+    events, rows = table["events"].to_numpy(), table["rows"].to_numpy()
+    thin = (events < min_cell) | (rows - events < min_cell)
+    out = suppress_small_counts(table, ["rows", "events", "at_or_above"], min_cell)
+    out[["sensitivity", "npv"]] = out[["sensitivity", "npv"]].astype(object)
+    out.loc[thin, ["sensitivity", "npv"]] = None
+    out.loc[thin, "note"] = f"fewer than {min_cell} events or non-events: not shown"
+    return out

@@ -28,9 +28,8 @@ from crsrisk.contract.fingerprint import data_fingerprint, row_hashes  # noqa: E
 from crsrisk.contract.spec import CONTRACT_VERSION  # noqa: E402
 from crsrisk.evaluation.metrics import point_metrics  # noqa: E402
 from crsrisk.evaluation.privacy import (  # noqa: E402
-    private_groups,
-    site_code_map,
-    suppress_small_counts,
+    private_internal_external,
+    private_thresholds,
 )
 from crsrisk.mlops.pyfunc import (  # noqa: E402
     ARTIFACT_KEY,
@@ -61,8 +60,6 @@ __all__ = [
     "log_risk_model",
     "RegisteredModel",
     "log_and_register",
-    "private_internal_external",
-    "private_thresholds",
 ]
 
 LIBRARIES = ("pandas", "pandera", "scikit-learn", "xgboost", "shap", "mlflow", "numpy")
@@ -254,32 +251,6 @@ def log_and_register(
     return RegisteredModel(run_id, registered_version,
                            f"models:/{store.model_name}/{registered_version}",
                            is_champion, decision)
-
-
-def private_internal_external(table: pd.DataFrame, by: str, min_cell: int,
-                              site_names: pd.Series | None = None) -> pd.DataFrame:
-    """An internal-external table (`crsrisk.modeling.validation_design.internal_external`) fit
-    to leave the site: small counts withheld, no figure from a group with fewer than
-    ``min_cell`` events or non-events, and sites coded against ``site_names`` when given."""
-    frame = table.rename(columns={by: "level", "rows": "n"}).assign(variable=by)
-    if by == "site" and site_names is not None:
-        frame["level"] = frame["level"].map(site_code_map(site_names))
-    out = private_groups(frame, min_cell, site_variable="")
-    out.loc[out["withheld"] != "", "calibration_slope"] = None  # computed from the outcome
-    return out.drop(columns="variable").rename(columns={"level": by, "n": "rows"})
-
-
-def private_thresholds(table: pd.DataFrame, min_cell: int) -> pd.DataFrame:
-    """The tier-threshold table (`crsrisk.modeling.tiers.threshold_performance`) fit to leave
-    the site: counts of 1 to ``min_cell - 1`` patients withheld, and no sensitivity or NPV from
-    a therapy class with fewer than ``min_cell`` events or non-events."""
-    events, rows = table["events"].to_numpy(), table["rows"].to_numpy()
-    thin = (events < min_cell) | (rows - events < min_cell)
-    out = suppress_small_counts(table, ["rows", "events", "at_or_above"], min_cell)
-    out[["sensitivity", "npv"]] = out[["sensitivity", "npv"]].astype(object)
-    out.loc[thin, ["sensitivity", "npv"]] = None
-    out.loc[thin, "note"] = f"fewer than {min_cell} events or non-events: not shown"
-    return out
 
 
 def _small_data_records(result: TrainingResult, valid: pd.DataFrame,

@@ -7,7 +7,7 @@ so that a reviewer can check every choice without reading the fitting code.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +32,6 @@ __all__ = [
     "candidate_parameters",
     "PARAMETERS_COUNTED",
     "check_candidates",
-    "linear_parameters",
     "searched_config",
 ]
 
@@ -299,19 +298,22 @@ PARAMETERS_COUNTED = {
 
 
 def candidate_parameters(name: str, valid: pd.DataFrame, y: np.ndarray,
-                         config: TrainConfig) -> int:
+                         config: TrainConfig,
+                         designs: Mapping[bool, int] | None = None) -> int:
     """Parameters a candidate estimates on this cohort, as `PARAMETERS_COUNTED` says (for
-    XGBoost the linear design's columns: a lower bound on what a tree ensemble spends)."""
+    XGBoost the linear design's columns: a lower bound on what a tree ensemble spends).
+    ``designs``: the linear design's columns without and with splines, when already counted."""
     if name in ("m_easix", "easix", "car_hematotox"):
         return 1 + int(ScoreComparator(score=name).fit(valid, y).has_indicator_)
     if name == "parsimonious":
         return len(ParsimoniousFeatures().fit(valid).kept_)
     splines = config.search.logistic_splines if name == "logistic" else (False,)
-    return max(linear_parameters(valid, splines).values())
+    designs = designs if designs is not None else _linear_designs(valid, splines)
+    return max(designs[s] for s in splines)
 
 
-def linear_parameters(valid: pd.DataFrame, splines: Sequence[bool]) -> dict[bool, int]:
-    """Columns of the linear design with and without splines (each option asked)."""
+def _linear_designs(valid: pd.DataFrame, splines: Iterable[bool]) -> dict[bool, int]:
+    """Columns of the linear design for each spline option asked."""
     return {s: len(FeatureBuilder(kind="linear", splines=s).fit(valid).feature_names_out_)
             for s in dict.fromkeys(splines)}
 
@@ -326,13 +328,12 @@ def searched_config(config: TrainConfig, sizes: Sequence[CandidateSize]) -> Trai
     return config
 
 
-def _supported_without_splines(valid: pd.DataFrame, y: np.ndarray, config: TrainConfig,
+def _supported_without_splines(designs: Mapping[bool, int], y: np.ndarray, config: TrainConfig,
                                full: SampleSize) -> CandidateSize | None:
     """The logistic candidate searched without splines, when only that design is supported."""
-    counts = linear_parameters(valid, config.search.logistic_splines)
-    if True not in counts or False not in counts:
+    if set(config.search.logistic_splines) != {False, True}:
         return None
-    size = minimum_sample_size(counts[False], float(np.mean(y)),
+    size = minimum_sample_size(designs[False], float(np.mean(y)),
                                config.sample_size.anticipated_auroc, available_n=len(y))
     if not size.supported:
         return None
@@ -352,10 +353,13 @@ def check_candidates(valid: pd.DataFrame, y: np.ndarray,
     y = np.asarray(y, dtype=int)
     prevalence = float(y.mean())
     settings = config.sample_size
+    linear = [n for n in config.candidates if n not in PRESPECIFIED]
+    # One fit per spline option, shared by every candidate counted on the linear design.
+    designs = _linear_designs(valid, (False, *config.search.logistic_splines)) if linear else {}
     out = []
     for name in config.candidates:
-        size = minimum_sample_size(candidate_parameters(name, valid, y, config), prevalence,
-                                   settings.anticipated_auroc, available_n=len(y))
+        size = minimum_sample_size(candidate_parameters(name, valid, y, config, designs),
+                                   prevalence, settings.anticipated_auroc, available_n=len(y))
         if size.supported:
             fitted, reason = True, "supported"
         elif name in PRESPECIFIED:
@@ -368,7 +372,7 @@ def check_candidates(valid: pd.DataFrame, y: np.ndarray,
             fitted, reason = True, (f"below its minimum of {size.parameter_n:,}; fitted "
                                     "(sample_size.skip_unsupported is off)")
         elif name == "logistic" and (smaller := _supported_without_splines(
-                valid, y, config, size)) is not None:
+                designs, y, config, size)) is not None:
             out.append(smaller)
             continue
         else:
