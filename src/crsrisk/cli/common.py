@@ -73,11 +73,6 @@ StrictOption = Annotated[
 ]
 
 
-def _spark_requested(argv: list[str]) -> bool:
-    return any(a == "--engine=spark" or (a == "--engine" and b == "spark")
-               for a, b in zip(argv, [*argv[1:], ""], strict=True))
-
-
 @app.callback()
 def _quiet_libraries() -> None:
     """Keep the output to crsrisk's own lines: other libraries' logs, bars and warnings add noise.
@@ -85,7 +80,6 @@ def _quiet_libraries() -> None:
     Runs before every command, so before any command imports pandera or mlflow.
     """
     import os
-    import warnings
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # mlflow's own INFO/WARNING lines (database set-up, "a PythonModel object is cloudpickled":
@@ -99,11 +93,6 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     _print_stores()
-    if not _spark_requested(sys.argv):
-        # pandera imports pyspark.pandas whenever pyspark is installed (the [spark] extra), and
-        # pyspark then warns about pandas 3 although no Spark runs: only --engine spark shows it.
-        warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas",
-                                category=FutureWarning)
 
 
 

@@ -3,8 +3,9 @@
 import warnings
 
 # pandera imports pyspark.pandas whenever pyspark is installed (the [spark] extra), and pyspark
-# then warns about pandas 3 although no Spark runs. Importing pandera here, first, keeps that
-# warning from a user of the Python API or pyfunc who never asked for Spark.
+# then warns about pandas 3, once, although no Spark runs. crsrisk's Spark path is tested at the
+# pinned pandas, so the warning tells no user anything: importing pandera here, first, keeps it
+# from the CLI, the Python API and pyfunc alike (Spark's workers: crsrisk.scoring.spark_read).
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas",
                             category=FutureWarning)
