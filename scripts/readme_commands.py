@@ -87,8 +87,8 @@ def main() -> int:
         server = None
         for command in commands(text):
             if " serve " in f" {command} ":
-                port = int(SERVE_PORT.search(command).group(1)) if SERVE_PORT.search(
-                    command) else 5000
+                found = SERVE_PORT.search(command)
+                port = int(found.group(1)) if found else 5000
                 server = subprocess.Popen(["bash", "-c", command], cwd=ROOT,
                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
                 up = wait_for_port(port, 180)

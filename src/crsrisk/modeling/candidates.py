@@ -287,7 +287,8 @@ PARAMETERS_COUNTED = {
                     "fit; the search also tries only the leading factors the rows support, and "
                     "CV log loss chooses",
     "logistic": "one per design column, the larger of the designs searched (with splines: one "
-                "per spline basis column)",
+                "per spline basis column); where the cohort supports only the design without "
+                "splines, the search leaves them out and that design is counted",
     "xgboost": "the candidate predictor parameters the trees can split on (the linear design's "
                "columns, as Riley's criteria count them for any method). Boosted trees spend "
                "more than that (a cut-point per split, interactions up to the tree depth; van "
