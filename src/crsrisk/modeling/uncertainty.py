@@ -214,7 +214,8 @@ def instability_plot(model_risk: np.ndarray, member_risks: np.ndarray, title: st
     """Each bootstrap model's risk against the model's risk, per patient (a Figure).
 
     The dots of one patient spread vertically: the wider, the less stable that patient's
-    risk. Dashed lines: the 5th and 95th centiles of the bootstrap risks along the model risk.
+    risk. Dashed lines: the 5th and 95th centiles of the bootstrap risks' departure from the
+    model's risk, pooled over the patients of each twentieth of the model risk.
     """
     import matplotlib
 
@@ -226,10 +227,13 @@ def instability_plot(model_risk: np.ndarray, member_risks: np.ndarray, title: st
     figure, ax = plt.subplots(figsize=(5, 5))
     xs = np.broadcast_to(model_risk, member_risks.shape).ravel()
     ax.scatter(xs, member_risks.ravel(), s=2, alpha=0.15, color="tab:blue", rasterized=True)
-    order = np.argsort(model_risk)
+    # Centiles of the bootstrap models' departures from the model, pooled over the patients of
+    # each twentieth of model risk: one patient's own centiles joined in risk order zigzag.
+    groups = np.array_split(np.argsort(model_risk), min(20, len(model_risk)))
+    centres = np.array([np.median(model_risk[g]) for g in groups])
     for q in (5, 95):
-        ax.plot(model_risk[order], np.percentile(member_risks, q, axis=0)[order], ls="--",
-                color="tab:red", lw=1)
+        shift = [np.percentile(member_risks[:, g] - model_risk[g], q) for g in groups]
+        ax.plot(centres, centres + np.array(shift), ls="--", color="tab:red", lw=1)
     top = float(max(model_risk.max(), member_risks.max()))
     ax.plot([0, top], [0, top], color="grey", lw=1)
     mape = mean_absolute_prediction_error(model_risk, member_risks)
