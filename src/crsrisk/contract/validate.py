@@ -39,6 +39,7 @@ from crsrisk.contract.rejected import (
     rejected_frame,
 )
 from crsrisk.contract.screen import narrowed, unproven
+from crsrisk.contract.small import clean_rows
 from crsrisk.contract.spec import (
     BASELINE_COLUMNS,
     CAR_T_ONLY,
@@ -132,11 +133,16 @@ def _column_checks(spec: ColumnSpec, today: dt.date) -> list[pa.Check]:
 
 @dataclass(frozen=True)
 class CrossRule:
-    """A rule between columns; a row breaking it is reported against ``column``."""
+    """A rule between columns; a row breaking it is reported against ``column``.
+
+    ``broken`` decides a table's rows at once; ``broken_row`` one row given as a dict of
+    values (None where missing), for the cell-by-cell path of small tables (contract.small).
+    """
 
     column: str
     words: str
     broken: Callable[[pd.DataFrame], pd.Series]
+    broken_row: Callable[[Mapping[str, object]], bool]
 
 
 def _is_car_t(df: pd.DataFrame) -> pd.Series:
@@ -172,22 +178,31 @@ def _costim_mismatch(df: pd.DataFrame) -> pd.Series:
     return _is_car_t(df) & _differs_from_product_table(df, "costim_domain", PRODUCT_COSTIM)
 
 
+def _differs_in_row(row: Mapping[str, object], column: str, table: dict[str, str]) -> bool:
+    expected = table.get(row["product"])
+    return expected is not None and row[column] is not None and row[column] != expected
+
+
 BASELINE_RULES: tuple[CrossRule, ...] = (
     CrossRule(
         "product",
         "product must belong to therapy_class (see the product table)",
         _product_class_mismatch,
+        lambda row: _differs_in_row(row, "therapy_class", PRODUCT_CLASS),
     ),
     CrossRule(
         "costim_domain",
         "costim_domain must match the product's costimulatory domain",
         _costim_mismatch,
+        lambda row: (row["therapy_class"] == "CAR-T"
+                     and _differs_in_row(row, "costim_domain", PRODUCT_COSTIM)),
     ),
     *(
         CrossRule(
             name,
             f"{name} must be empty for bispecifics (CAR-T only)",
             lambda df, name=name: _is_bispecific(df) & df[name].notna(),
+            lambda row, name=name: row["therapy_class"] == "bispecific" and row[name] is not None,
         )
         for name in CAR_T_ONLY
     ),
@@ -355,8 +370,11 @@ def unit_warnings(parsed: pd.DataFrame) -> list[str]:
 
 def _fill_costim(valid: pd.DataFrame) -> pd.DataFrame:
     """CAR-T rows missing costim_domain take it from the product table."""
+    fill = valid["costim_domain"].isna().to_numpy() & _is_car_t(valid).to_numpy()
+    if not fill.any():  # most tables: nothing to look up
+        return valid
     from_product = valid["product"].map(PRODUCT_COSTIM)
-    fill = _is_car_t(valid) & valid["costim_domain"].isna() & from_product.notna()
+    fill &= from_product.notna().to_numpy()
     if fill.any():
         valid = valid.assign(costim_domain=valid["costim_domain"].where(~fill, from_product))
     return valid
@@ -521,7 +539,14 @@ def validate(
     if with_outcome is None:
         with_outcome = "crs_max_grade" in df.columns
     specs = BASELINE_COLUMNS + (OUTCOME_COLUMNS if with_outcome else ())
-    schema = baseline_schema(today or dt.date.today(), with_outcome)
+    today = today or dt.date.today()
+    if extra_problems is None or extra_problems.empty:
+        clean = clean_rows(df, specs, today=today, rules=[r.broken_row for r in BASELINE_RULES],
+                           row_offset=row_offset)
+        if clean is not None:
+            warnings = (*extra_warnings, *unit_warnings(clean))
+            return ValidationResult(_fill_costim(clean), empty_rejected(), warnings, len(df))
+    schema = baseline_schema(today, with_outcome)
     result = validate_table(
         df,
         specs,

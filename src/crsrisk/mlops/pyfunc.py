@@ -162,32 +162,45 @@ def answer_rows(table: pd.DataFrame, risk_model: RiskModel, drivers: bool = True
         _log.warning(warning)
     n = len(table)
     valid = result.valid  # indexed by row position
-    if len(valid):
+    columns: dict[str, object] = {}
+    if len(valid) == n:  # every row scored, the usual request: its score table is the answer
         scores = risk_model.score(valid, drivers=drivers)
-        if len(valid) < n:
-            scores = scores.reindex(pd.RangeIndex(n))
+        columns["patient_id"] = scores["patient_id"].array
+        columns["status"] = _texts([SCORED] * n)
+        columns.update({name: scores[name].to_numpy(dtype="float64")
+                        for name in FLOAT_SCORE_COLUMNS})
+        columns.update({name: scores[name].array
+                        for name in ("risk_tier", "top_drivers", "planning")})
+        problems = _texts([None] * n)
     else:
-        scores = pd.DataFrame({name: np.full(n, np.nan) for name in FLOAT_SCORE_COLUMNS},
-                              index=pd.RangeIndex(n))
+        at = valid.index.to_numpy()
+        scored = np.zeros(n, dtype=bool)
+        scored[at] = True
+        columns["patient_id"] = stripped_text(table["patient_id"]).astype("str").array
+        columns["status"] = _texts(np.where(scored, SCORED, REJECTED).tolist())
+        scores = risk_model.score(valid, drivers=drivers) if len(valid) else None
+        for name in FLOAT_SCORE_COLUMNS:
+            values = np.full(n, np.nan)
+            if scores is not None:
+                values[at] = scores[name].to_numpy(dtype="float64")
+            columns[name] = values
         for name in ("risk_tier", "top_drivers", "planning"):
-            scores[name] = pd.Series(pd.NA, index=scores.index, dtype="str")
-    scored = np.zeros(n, dtype=bool)
-    scored[valid.index.to_numpy()] = True
-    problems = pd.Series(pd.NA, index=scores.index, dtype="str")
-    if not scored.all():
+            values = [None] * n
+            if scores is not None:
+                for position, text in zip(at, scores[name].tolist(), strict=True):
+                    values[position] = text
+            columns[name] = _texts(values)
         texts = _problems_text(result.rejected)
-        problems.iloc[list(texts)] = list(texts.values())
-    return pd.DataFrame({
-        "patient_id": stripped_text(table["patient_id"]).astype("str"),
-        "status": np.where(scored, SCORED, REJECTED).astype(object),
-        **{name: scores[name].to_numpy(dtype="float64") for name in FLOAT_SCORE_COLUMNS},
-        "risk_tier": scores["risk_tier"].astype("str"),
-        "top_drivers": scores["top_drivers"].astype("str"),
-        "planning": scores["planning"].astype("str"),
-        "model_name": risk_model.name,
-        "model_version": str(risk_model.version),
-        "problems": problems,
-    }).astype({"status": "str", "model_name": "str", "model_version": "str"})
+        problems = _texts([texts.get(i) for i in range(n)])
+    columns["model_name"] = _texts([risk_model.name] * n)
+    columns["model_version"] = _texts([str(risk_model.version)] * n)
+    columns["problems"] = problems
+    return pd.DataFrame(columns, index=pd.RangeIndex(n))
+
+
+def _texts(values: list) -> pd.api.extensions.ExtensionArray:
+    """Text cells (None or NaN missing) as the pandas text dtype."""
+    return pd.array(values, dtype="str")
 
 
 class CrsRiskModel(PythonModel):

@@ -17,8 +17,11 @@ today) and is rebuilt by `adapter_from_data`; nothing is pickled. For per-patien
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
@@ -50,6 +53,7 @@ __all__ = [
     "ScoreAdapter",
     "adapter_files",
     "SMALL_FRAME",
+    "shared_xgboost_inputs",
     "xgboost_input",
     "xgboost_matrix",
     "adapter_from_data",
@@ -129,11 +133,36 @@ def xgboost_matrix(design: pd.DataFrame, names: list[str] | None = None) -> np.n
 SMALL_FRAME = 2_000
 
 
+# Designs converted in the current `shared_xgboost_inputs` block: (id, names) -> (design, matrix).
+_SHARED_INPUTS: ContextVar[dict | None] = ContextVar("crsrisk_xgboost_inputs", default=None)
+
+
+@contextlib.contextmanager
+def shared_xgboost_inputs() -> Iterator[None]:
+    """Within the block, `xgboost_input` converts each design frame once.
+
+    Scoring hands one design, unchanged, to the booster, its SHAP values and the interval
+    emulator: for a one-patient request the conversion costs more than each prediction.
+    The block must not change a design it has handed over.
+    """
+    token = _SHARED_INPUTS.set({})
+    try:
+        yield
+    finally:
+        _SHARED_INPUTS.reset(token)
+
+
 def xgboost_input(design: pd.DataFrame, names: list[str]) -> pd.DataFrame | np.ndarray:
     """What to hand XGBoost for ``design``: the code matrix for a few rows, else the frame."""
-    if len(design) <= SMALL_FRAME:
+    if len(design) > SMALL_FRAME:
+        return design if list(design.columns) == names else design[names]
+    shared = _SHARED_INPUTS.get()
+    if shared is None:
         return xgboost_matrix(design, names)
-    return design if list(design.columns) == names else design[names]
+    key = (id(design), tuple(names))
+    if key not in shared:  # the design is kept with its matrix, so its id is not reused
+        shared[key] = (design, xgboost_matrix(design, names))
+    return shared[key][1]
 
 
 class XGBoostAdapter:

@@ -31,6 +31,7 @@ from crsrisk.modeling.adapters import (
     ModelAdapter,
     adapter_files,
     adapter_from_data,
+    shared_xgboost_inputs,
 )
 from crsrisk.modeling.calibration import (
     PROBABILITY_FLOOR,
@@ -95,9 +96,15 @@ class Tiers:
         return np.asarray(TIERS, dtype=object)[self.codes(risk)]
 
 
+# Up to this many rows a text column is built from a list: Arrow's set-up costs more.
+_FEW_ROWS = 64
+
+
 def _texts(choices: list[str | None], codes: np.ndarray, index: pd.Index) -> pd.Series:
     """``choices[code]`` for each code, as a text column: a few long texts (planning) repeated
     on every row are copied by Arrow instead of being converted row by row."""
+    if len(codes) <= _FEW_ROWS:
+        return pd.Series([choices[c] for c in codes.tolist()], index=index, dtype="str")
     taken = pc.take(pa.array(choices, type=pa.large_string()), pa.array(codes))
     return pd.Series(taken.to_pandas(), dtype="str").set_axis(index)
 
@@ -171,7 +178,10 @@ class RiskModel:
 
         ``design``: ``self.design(valid)``, when already computed.
         """
-        design = self.design(valid) if design is None else design
+        with shared_xgboost_inputs():
+            return self._score(valid, drivers, self.design(valid) if design is None else design)
+
+    def _score(self, valid: pd.DataFrame, drivers: bool, design: pd.DataFrame) -> pd.DataFrame:
         # Risk always comes from the model's own margin: summed float32 contributions can
         # differ from it in the 7th digit, and a patient's risk must not depend on drivers.
         margin = self.margin(valid, design)

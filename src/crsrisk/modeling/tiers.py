@@ -8,6 +8,7 @@ the model; training reports the sensitivity and NPV each reaches but never moves
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,15 @@ ONSET_WINDOWS = {
 }
 _ONSETS = tuple(ONSET_WINDOWS)
 _OTHER = "other"
+
+
+def _text_values(column: pd.Series) -> np.ndarray:
+    """A text or categorical column's values as an object array (NaN where missing)."""
+    if isinstance(column.dtype, pd.CategoricalDtype):  # by its codes: a few rows cost less
+        codes = column.cat.codes.to_numpy()
+        levels = np.append(column.cat.categories.to_numpy(dtype=object), np.nan)
+        return levels[codes]  # code -1 (missing) takes the last entry
+    return column.astype("str").to_numpy(dtype=object)
 
 
 @dataclass(frozen=True)
@@ -78,7 +88,7 @@ class ActionTiers:
     # -- assignment ----------------------------------------------------------------------------
 
     def _classes(self, valid: pd.DataFrame) -> np.ndarray:
-        return valid["therapy_class"].astype("str").to_numpy()
+        return _text_values(valid["therapy_class"])
 
     def codes(self, valid: pd.DataFrame, risk: np.ndarray) -> np.ndarray:
         """0 low, 1 intermediate, 2 high, by each row's therapy class thresholds."""
@@ -105,6 +115,14 @@ class ActionTiers:
                  if not diagnoses or diagnosis in diagnoses]
         return " | ".join(parts)
 
+    @cached_property
+    def _choices(self) -> list[str]:
+        """Every planning text, in the order `planning` indexes them (built once per model:
+        a one-patient request would otherwise spend a millisecond on them)."""
+        dx_keys = self._diagnosis_keys()
+        return [self._text(c, t, o, d) for c in self.thresholds for t in TIER_NAMES
+                for o in _ONSETS for d in dx_keys]
+
     def planning(self, valid: pd.DataFrame, codes: np.ndarray) -> tuple[list[str], np.ndarray]:
         """Planning text of each row: the distinct texts and each row's position among them.
 
@@ -113,17 +131,16 @@ class ActionTiers:
         """
         classes = list(self.thresholds)
         dx_keys = self._diagnosis_keys()
-        choices = [self._text(c, t, o, d) for c in classes for t in TIER_NAMES
-                   for o in _ONSETS for d in dx_keys]
+        choices = self._choices
         therapy = self._classes(valid)
         class_code = np.zeros(len(valid), dtype=np.int64)
         for i, c in enumerate(classes):
             class_code[therapy == c] = i
-        costim = valid["costim_domain"].astype("str").fillna("unknown").to_numpy()
+        costim = _text_values(valid["costim_domain"])
         onset = np.where(therapy == "bispecific", "bispecific",
                          np.where(np.isin(costim, ("CD28", "4-1BB")), costim, "unknown"))
         onset_code = np.select([onset == o for o in _ONSETS], range(len(_ONSETS)))
-        diagnosis = valid["diagnosis"].astype("str").to_numpy()
+        diagnosis = _text_values(valid["diagnosis"])
         dx_code = np.full(len(valid), len(dx_keys) - 1, dtype=np.int64)
         for i, d in enumerate(dx_keys[:-1]):
             dx_code[diagnosis == d] = i

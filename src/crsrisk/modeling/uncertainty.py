@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,12 @@ ENSEMBLE_FILE = "uncertainty.json"
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-7, 1 - 1e-7)
     return np.log(p / (1 - p))
+
+
+@lru_cache(maxsize=8)
+def _normal_quantile(p: float) -> float:
+    """The standard normal quantile (scipy's costs a tenth of a one-patient request's interval)."""
+    return float(stats.norm.ppf(p))
 
 
 @dataclass
@@ -106,7 +113,7 @@ class BootstrapEnsemble:
     def interval(self, design: pd.DataFrame, margin: np.ndarray,
                  calibrator: object) -> tuple[np.ndarray, np.ndarray]:
         """Lower and upper risk of each row's interval (``calibrator`` maps log-odds to risk)."""
-        z = stats.norm.ppf(0.5 + self.level / 2)
+        z = _normal_quantile(0.5 + self.level / 2)
         half = z * self.spread(design, margin)
         margin = np.asarray(margin, dtype=float)
         return calibrator.predict(margin - half), calibrator.predict(margin + half)
