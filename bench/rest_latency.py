@@ -43,6 +43,7 @@ from crsrisk.contract.validate import validate
 from crsrisk.mlops.loading import load_model
 from crsrisk.mlops.pyfunc import to_wire
 from crsrisk.mlops.serving import parse_request, to_json
+from crsrisk.modeling.adapters import xgboost_matrix
 from crsrisk.simulate.cohort import simulate_cohort
 
 STARTUP_S = 180
@@ -57,7 +58,7 @@ def free_port() -> int:
 def percentiles(ms: list[float]) -> str:
     p50 = statistics.median(ms)
     p95 = float(np.percentile(ms, 95))
-    return f"p50 {p50:7.2f} ms   p95 {p95:7.2f} ms"
+    return f"p50 {p50:8.3f} ms   p95 {p95:8.3f} ms"
 
 
 @contextlib.contextmanager
@@ -112,17 +113,34 @@ def rest_times(port: int, bodies: list[bytes], warmup: int) -> list[float]:
     return times
 
 
-def booster_times(model: str, wire, n: int) -> list[float]:
+def bare_times(model: str, wire, n: int) -> tuple[str, list[float]]:
+    """The floor: the bare model's prediction for one row of its ready-made model matrix."""
     risk_model = load_model(model)
-    booster = risk_model.adapter.booster
-    booster.set_param({"nthread": 1})
     design = risk_model.design(validate(wire.head(1)).valid)
+    adapter = risk_model.adapter
+    if risk_model.kind == "xgboost":
+        booster = adapter.booster
+        booster.set_param({"nthread": 1})
+        matrix = xgboost_matrix(design, booster.feature_names)
+        label = "bare booster inplace_predict, one row, one thread"
+
+        def predict() -> None:
+            booster.inplace_predict(matrix)
+    elif risk_model.kind == "logistic":
+        x = design.to_numpy(dtype="float64")
+        label = "bare logistic regression (numpy), one row"
+
+        def predict() -> None:
+            1 / (1 + np.exp(-(x @ adapter.coef + adapter.intercept)))
+    else:
+        sys.exit(f"no bare reference for a {risk_model.kind} model: register an xgboost or "
+                 "logistic champion")
     times = []
     for _ in range(n):
         start = time.perf_counter()
-        booster.inplace_predict(design)
+        predict()
         times.append((time.perf_counter() - start) * 1000)
-    return times
+    return label, times
 
 
 def handler_times(model: str, bodies: list[bytes], warmup: int
@@ -157,15 +175,15 @@ def main() -> None:
     port = free_port()
     with server(args.model, port):
         rest = rest_times(port, bodies, warmup)
-    bare = booster_times(args.model, wire, len(rest))
+    label, bare = bare_times(args.model, wire, len(rest))
     wall, cpu = handler_times(args.model, bodies, warmup)
     drivers = "off" if args.no_drivers else "on"
     print(f"REST, one patient per request, drivers {drivers} ({len(rest)} requests): "
           f"{percentiles(rest)}")
-    print(f"bare booster inplace_predict, one row, one thread:        {percentiles(bare)}")
+    print(f"{label + ':':57s}{percentiles(bare)}")
     print(f"handler in-process (parse, predict, JSON), wall time:     {percentiles(wall)}")
     print(f"handler in-process (parse, predict, JSON), CPU time:      {percentiles(cpu)}")
-    print(f"REST p50 / booster p50: {statistics.median(rest) / statistics.median(bare):.1f}x")
+    print(f"REST p50 / bare model p50: {statistics.median(rest) / statistics.median(bare):.1f}x")
 
 
 if __name__ == "__main__":
