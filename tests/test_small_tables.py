@@ -148,7 +148,7 @@ def edited_tables(draw) -> pd.DataFrame:
     return table
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(edited_tables(), st.booleans())
 def test_any_edit_gives_what_the_column_wise_path_gives(table, strict):
     assert_same(table, strict=strict)
