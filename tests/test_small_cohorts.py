@@ -152,6 +152,54 @@ def test_parsimonious_keeps_the_leading_factors_the_rows_support(cohort):
     assert {p["anticipated_auroc"] for p in space} == {None, 0.78}  # chosen by CV log loss
 
 
+def test_burden_candidate_fits_burden_alone_and_reloads_with_the_same_scores(cohort, tmp_path):
+    """The opt-in burden candidate: tumour burden and its missing-assessment indicator only, two
+    parameters that the cohort supports, with intervals, drivers and tiers like any candidate."""
+    from crsrisk.modeling.riskmodel import RiskModel
+
+    valid, severe = cohort
+    y = severe.astype(int).to_numpy()
+    config = small_config(candidates=("m_easix", "burden", "parsimonious"))
+    sizes = {c.name: c for c in check_candidates(valid, y, config)}
+    assert sizes["burden"].fitted and sizes["burden"].reason == "supported"
+    assert sizes["burden"].size.parameters == 2
+    assert sizes["burden"].size.parameter_n <= len(valid) < sizes["parsimonious"].size.parameter_n
+
+    result = train_models(valid, severe, small_config(candidates=("burden",)))
+    model = result.selected.model
+    assert result.selected.name == "burden" and model.info["candidate"] == "burden"
+    features = model.adapter.features
+    assert features.kept_ == ["tumour_burden", "tumour_burden_missing"]
+    assert features.factors_ == ["tumour burden"]
+    risk = model.risk(valid)
+    blasts = valid["marrow_blasts_pct"].astype(float)
+    observed = blasts.notna().to_numpy()
+    # Burden alone: the risk ranks the patients whose blasts were measured as their blasts do.
+    assert roc_auc_score(y[observed], risk[observed]) == pytest.approx(
+        roc_auc_score(y[observed], blasts[observed]))
+    scores = model.score(valid)
+    assert (scores["risk_lower"] <= scores["risk"]).all()
+    assert (scores["risk"] <= scores["risk_upper"]).all()
+    assert scores["top_drivers"].str.contains("Tumour burden").all()
+    assert set(scores["risk_tier"]) <= {"low", "intermediate", "high"}
+    loaded = RiskModel.load(model.save(tmp_path / "burden"))
+    pd.testing.assert_frame_equal(loaded.score(valid), scores)
+
+
+def test_burden_candidate_is_skipped_where_no_burden_measure_varies(cohort):
+    from crsrisk.modeling.train import TrainingError
+
+    valid, severe = cohort
+    y = severe.astype(int).to_numpy()
+    no_burden = valid.assign(marrow_blasts_pct=np.nan)  # B-ALL burden: marrow blasts
+    config = small_config(candidates=("m_easix", "burden"))
+    sizes = {c.name: c for c in check_candidates(no_burden, y, config)}
+    assert not sizes["burden"].fitted
+    assert "no tumour-burden measure" in sizes["burden"].reason
+    with pytest.raises(TrainingError, match="cannot support any configured candidate"):
+        train_models(no_burden, severe, small_config(candidates=("burden",)))
+
+
 def test_no_supported_candidate_is_refused(cohort):
     from crsrisk.modeling.train import TrainingError
 
