@@ -125,10 +125,9 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1.0 - p))
 
 
-def product_log_odds(valid: pd.DataFrame) -> np.ndarray:
-    """Log-odds of each row's product's published severe CRS rate (diagnosis-specific where
-    the trials differ; the product's mean rate otherwise; the therapy class's median for a
-    product without a trial)."""
+def _published_rates() -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """Severe CRS rates by "product|diagnosis", by product (mean over its trials) and by
+    therapy class (median over its products), from `PUBLISHED_SEVERE_RATE`."""
     by_product: dict[str, list[float]] = {}
     for (product, _), rate in PUBLISHED_SEVERE_RATE.items():
         by_product.setdefault(product, []).append(rate)
@@ -138,11 +137,23 @@ def product_log_odds(valid: pd.DataFrame) -> np.ndarray:
         "CAR-T": float(np.median([v for p, v in product_rate.items() if p in cart])),
         "bispecific": float(np.median([v for p, v in product_rate.items() if p not in cart])),
     }
-    key = valid["product"].astype("str") + "|" + valid["diagnosis"].astype("str")
     by_pair = {f"{p}|{d}": r for (p, d), r in PUBLISHED_SEVERE_RATE.items()}
-    fallback = valid["product"].astype("str").map(product_rate).fillna(
-        valid["therapy_class"].astype("str").map(class_rate))
-    rates = key.map(by_pair).fillna(fallback).to_numpy(dtype=float, na_value=np.nan)
+    return by_pair, product_rate, class_rate
+
+
+# Computed once: every fit and transform of the parsimonious design looks them up.
+_BY_PAIR, _BY_PRODUCT, _BY_CLASS = _published_rates()
+
+
+def product_log_odds(valid: pd.DataFrame) -> np.ndarray:
+    """Log-odds of each row's product's published severe CRS rate (diagnosis-specific where
+    the trials differ; the product's mean rate otherwise; the therapy class's median for a
+    product without a trial)."""
+    product = valid["product"].astype("str")
+    key = product + "|" + valid["diagnosis"].astype("str")
+    fallback = product.map(_BY_PRODUCT).fillna(
+        valid["therapy_class"].astype("str").map(_BY_CLASS))
+    rates = key.map(_BY_PAIR).fillna(fallback).to_numpy(dtype=float, na_value=np.nan)
     return _logit(rates)
 
 
@@ -198,6 +209,16 @@ class ParsimoniousFeatures(FeatureBuilder):
         return design.assign(**{PRODUCT_COLUMN: prior})
 
     def fit(self, X: pd.DataFrame, y: object = None) -> ParsimoniousFeatures:
+        """Learn the linear features on ``X`` and choose the factors kept (see the class)."""
+        self._fit(X, y)
+        return self
+
+    def fit_transform(self, X: pd.DataFrame, y: object = None, **fit_params) -> pd.DataFrame:
+        """`fit`, then the design of the same rows (built once: the search refits it often)."""
+        return self._fit(X, y)[self.kept_]
+
+    def _fit(self, X: pd.DataFrame, y: object) -> pd.DataFrame:
+        """Fit; return every factor's design of ``X``."""
         super().fit(X)
         prior = product_log_odds(X)
         self.product_mean_ = float(np.mean(prior))
@@ -231,7 +252,7 @@ class ParsimoniousFeatures(FeatureBuilder):
             factors.append(factor)
         self.kept_ = kept
         self.factors_ = factors
-        return self
+        return design
 
     def to_dict(self) -> dict:
         """The fitted state as JSON-able data: the linear features plus the parsimonious part."""
