@@ -1,5 +1,6 @@
-"""Candidates for small cohorts: a pre-specified parsimonious logistic model and XGBoost whose
-effects are constrained to the published directions.
+"""Candidates for small cohorts: a pre-specified tumour-burden model, a pre-specified
+parsimonious logistic model and XGBoost whose effects are constrained to the published
+directions.
 
 Both carry their clinical knowledge as tables below, each entry with the evidence it rests on,
 so that a reviewer can check every choice without reading the fitting code.
@@ -21,6 +22,7 @@ from crsrisk.modeling.sample_size import SampleSize, minimum_sample_size
 __all__ = [
     "PUBLISHED_SEVERE_RATE",
     "PARSIMONIOUS_FACTORS",
+    "BURDEN_FACTORS",
     "MONOTONE_DIRECTIONS",
     "PRODUCT_COLUMN",
     "product_log_odds",
@@ -35,10 +37,11 @@ __all__ = [
     "searched_config",
 ]
 
-# Never skipped for sample size: the published scores (one or two parameters: a recalibration)
-# and the parsimonious model (pre-specified factors, penalised). They are the floor a small
-# cohort can still fit; where even they exceed the cohort, training says so.
-PRESPECIFIED = ("m_easix", "easix", "car_hematotox", "parsimonious")
+# Never skipped for sample size: the published scores (one or two parameters: a recalibration),
+# the burden model (two parameters) and the parsimonious model (pre-specified factors,
+# penalised). They are the floor a small cohort can still fit; where even they exceed the
+# cohort, training says so.
+PRESPECIFIED = ("m_easix", "easix", "car_hematotox", "burden", "parsimonious")
 
 # Severe CRS (grade >= 3) in each product's pivotal trial, by diagnosis. Trials graded on
 # different scales (Penn inflates grade >= 3, Lee 2014 deflates it), so these are priors for the
@@ -90,6 +93,11 @@ PARSIMONIOUS_FACTORS: tuple[tuple[str, tuple[str, ...], str], ...] = (
      "weak: ferritin alone did not predict severe CRS in Teachey 2016"),
 )
 
+# The burden candidate's factors: tumour burden alone, the strongest published baseline factor
+# (a site's first question is whether a model beats its own burden measure). Two parameters, a
+# slope and a missing-assessment indicator, so that about 100 patients support it.
+BURDEN_FACTORS = ("tumour burden",)
+
 # Missing values are imputed at the training median; only burden also gets a missing-value
 # indicator (a marrow or imaging assessment not done is itself informative), so that missing labs
 # cost no parameters.
@@ -117,10 +125,9 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1.0 - p))
 
 
-def product_log_odds(valid: pd.DataFrame) -> np.ndarray:
-    """Log-odds of each row's product's published severe CRS rate (diagnosis-specific where
-    the trials differ; the product's mean rate otherwise; the therapy class's median for a
-    product without a trial)."""
+def _published_rates() -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """Severe CRS rates by "product|diagnosis", by product (mean over its trials) and by
+    therapy class (median over its products), from `PUBLISHED_SEVERE_RATE`."""
     by_product: dict[str, list[float]] = {}
     for (product, _), rate in PUBLISHED_SEVERE_RATE.items():
         by_product.setdefault(product, []).append(rate)
@@ -130,11 +137,23 @@ def product_log_odds(valid: pd.DataFrame) -> np.ndarray:
         "CAR-T": float(np.median([v for p, v in product_rate.items() if p in cart])),
         "bispecific": float(np.median([v for p, v in product_rate.items() if p not in cart])),
     }
-    key = valid["product"].astype("str") + "|" + valid["diagnosis"].astype("str")
     by_pair = {f"{p}|{d}": r for (p, d), r in PUBLISHED_SEVERE_RATE.items()}
-    fallback = valid["product"].astype("str").map(product_rate).fillna(
-        valid["therapy_class"].astype("str").map(class_rate))
-    rates = key.map(by_pair).fillna(fallback).to_numpy(dtype=float, na_value=np.nan)
+    return by_pair, product_rate, class_rate
+
+
+# Computed once: every fit and transform of the parsimonious design looks them up.
+_BY_PAIR, _BY_PRODUCT, _BY_CLASS = _published_rates()
+
+
+def product_log_odds(valid: pd.DataFrame) -> np.ndarray:
+    """Log-odds of each row's product's published severe CRS rate (diagnosis-specific where
+    the trials differ; the product's mean rate otherwise; the therapy class's median for a
+    product without a trial)."""
+    product = valid["product"].astype("str")
+    key = product + "|" + valid["diagnosis"].astype("str")
+    fallback = product.map(_BY_PRODUCT).fillna(
+        valid["therapy_class"].astype("str").map(_BY_CLASS))
+    rates = key.map(_BY_PAIR).fillna(fallback).to_numpy(dtype=float, na_value=np.nan)
     return _logit(rates)
 
 
@@ -154,6 +173,10 @@ class ParsimoniousFeatures(FeatureBuilder):
 
     Parameters
     ----------
+    only
+        Use only these factors (names in `PARSIMONIOUS_FACTORS`, e.g. `BURDEN_FACTORS`); None:
+        every factor. A factor that does not vary in the training rows is left out, so the
+        design may be empty (see `kept_`).
     max_parameters
         Use at most this many design columns, leading factors first (the first is always
         kept); None: every factor that varies in the training rows.
@@ -173,10 +196,12 @@ class ParsimoniousFeatures(FeatureBuilder):
     """
 
     def __init__(self, max_parameters: int | None = None,
-                 anticipated_auroc: float | None = None) -> None:
+                 anticipated_auroc: float | None = None,
+                 only: tuple[str, ...] | None = None) -> None:
         super().__init__(kind="linear", splines=False)
         self.max_parameters = max_parameters
         self.anticipated_auroc = anticipated_auroc
+        self.only = only
 
     def _full(self, X: pd.DataFrame) -> pd.DataFrame:
         design = super().transform(X)
@@ -184,6 +209,16 @@ class ParsimoniousFeatures(FeatureBuilder):
         return design.assign(**{PRODUCT_COLUMN: prior})
 
     def fit(self, X: pd.DataFrame, y: object = None) -> ParsimoniousFeatures:
+        """Learn the linear features on ``X`` and choose the factors kept (see the class)."""
+        self._fit(X, y)
+        return self
+
+    def fit_transform(self, X: pd.DataFrame, y: object = None, **fit_params) -> pd.DataFrame:
+        """`fit`, then the design of the same rows (built once: the search refits it often)."""
+        return self._fit(X, y)[self.kept_]
+
+    def _fit(self, X: pd.DataFrame, y: object) -> pd.DataFrame:
+        """Fit; return every factor's design of ``X``."""
         super().fit(X)
         prior = product_log_odds(X)
         self.product_mean_ = float(np.mean(prior))
@@ -200,6 +235,8 @@ class ParsimoniousFeatures(FeatureBuilder):
         kept: list[str] = []
         factors: list[str] = []
         for factor, columns, _ in PARSIMONIOUS_FACTORS:
+            if self.only is not None and factor not in self.only:
+                continue
             block = []
             for column in columns:
                 if column in design and design[column].std() > 1e-9:
@@ -215,13 +252,15 @@ class ParsimoniousFeatures(FeatureBuilder):
             factors.append(factor)
         self.kept_ = kept
         self.factors_ = factors
-        return self
+        return design
 
     def to_dict(self) -> dict:
         """The fitted state as JSON-able data: the linear features plus the parsimonious part."""
         return {**super().to_dict(), "parsimonious": {
             "max_parameters": self.max_parameters,
-            "anticipated_auroc": self.anticipated_auroc, "product_mean": self.product_mean_,
+            "anticipated_auroc": self.anticipated_auroc,
+            "only": None if self.only is None else list(self.only),
+            "product_mean": self.product_mean_,
             "product_sd": self.product_sd_, "budget": self.budget_, "kept": list(self.kept_),
             "factors": list(self.factors_)}}
 
@@ -238,7 +277,9 @@ class ParsimoniousFeatures(FeatureBuilder):
             part = state["parsimonious"]
             linear = FeatureBuilder.from_dict({k: v for k, v in state.items()
                                                if k != "parsimonious"})
-            builder = cls(part["max_parameters"], part.get("anticipated_auroc"))
+            only = part.get("only")
+            builder = cls(part["max_parameters"], part.get("anticipated_auroc"),
+                          None if only is None else tuple(str(f) for f in only))
             builder.__dict__.update({k: v for k, v in linear.__dict__.items()
                                      if k.endswith("_") and not k.startswith("_")})
             builder.product_mean_ = float(part["product_mean"])
@@ -282,6 +323,8 @@ class CandidateSize:
 PARAMETERS_COUNTED = {
     "published score": "1 slope on the score, +1 for a missing-score indicator: the score's "
                        "weights are published, only its recalibration is fitted",
+    "burden": "one slope on the disease-scaled tumour-burden measure, +1 for a "
+              "missing-assessment indicator where some rows lack it",
     "parsimonious": "one per design column of every pre-specified factor that varies (burden "
                     "also has a missing-assessment column): the largest design its search may "
                     "fit; the search also tries only the leading factors the rows support, and "
@@ -308,6 +351,8 @@ def candidate_parameters(name: str, valid: pd.DataFrame, y: np.ndarray,
         return 1 + int(ScoreComparator(score=name).fit(valid, y).has_indicator_)
     if name == "parsimonious":
         return len(ParsimoniousFeatures().fit(valid).kept_)
+    if name == "burden":
+        return len(ParsimoniousFeatures(only=BURDEN_FACTORS).fit(valid).kept_)
     splines = config.search.logistic_splines if name == "logistic" else (False,)
     designs = designs if designs is not None else _linear_designs(valid, splines)
     return max(designs[s] for s in splines)
@@ -359,9 +404,15 @@ def check_candidates(valid: pd.DataFrame, y: np.ndarray,
     designs = _linear_designs(valid, (False, *config.search.logistic_splines)) if linear else {}
     out = []
     for name in config.candidates:
-        size = minimum_sample_size(candidate_parameters(name, valid, y, config, designs),
-                                   prevalence, settings.anticipated_auroc, available_n=len(y))
-        if size.supported:
+        parameters = candidate_parameters(name, valid, y, config, designs)
+        empty = name == "burden" and parameters == 0
+        size = minimum_sample_size(max(parameters, 1), prevalence, settings.anticipated_auroc,
+                                   available_n=len(y))
+        if empty:
+            fitted, reason = False, ("skipped: no tumour-burden measure (marrow blasts, SPD, "
+                                     "LDH or marrow plasma cells for the diagnosis) varies in "
+                                     "the cohort")
+        elif size.supported:
             fitted, reason = True, "supported"
         elif name in PRESPECIFIED:
             fitted, reason = True, (f"below its minimum of {size.parameter_n:,}; fitted anyway: "
