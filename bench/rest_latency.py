@@ -1,22 +1,29 @@
-"""Latency of one-patient REST requests to `crsrisk serve`, against the bare booster's predict.
+"""Latency of one-patient REST requests to `crsrisk serve`, against the bare model's predict.
 
-    MLFLOW_TRACKING_URI=sqlite:///$PWD/out/demo/mlflow.db \
-        python bench/rest_latency.py --model models:/crs-severe@champion --n 300
+    python bench/rest_latency.py --n 300        # after make demo: the store's champion
+    MLFLOW_TRACKING_URI=sqlite:////path/mlflow.db python bench/rest_latency.py --model URI
 
 Starts ``crsrisk serve`` on 127.0.0.1 with a free port, sends ``--n`` requests of one simulated
 patient each (JSON ``dataframe_split``, drivers on unless ``--no-drivers``) on one kept-alive
-connection, prints p50 and p95, then stops the server. In the same run it times the bare
-XGBoost booster of the same model on one row of its ready-made model matrix (one thread): the
-floor that parsing, the contract check, drivers and HTTP are added to. It also calls the
-server's handler in this process on the same bodies (parse the request, the model's predict,
-the JSON answer) and prints its wall time and its CPU time: on a shared machine, where other
-work stretches wall times several-fold, the CPU time is the figure to compare between versions.
+connection, prints p50 and p95, then stops the server. In the same run it times the bare model
+on one row of its ready-made model matrix (the XGBoost booster on one thread, or the logistic
+regression's dot product): the floor that parsing, the contract check, drivers and HTTP are
+added to. It also calls the server's handler in this process on the same bodies (parse the
+request, the model's predict, the JSON answer) and prints its wall time and its CPU time: on a
+shared machine, where other work stretches wall times several-fold, the CPU time is the figure
+to compare between versions.
 
-Measured 2026-12-03 on the shared 2-core machine (load average ~20, so wall times are not
-comparable between runs), XGBoost model on 2,000 simulated patients, drivers on, in-process
-handler CPU time p50, two alternating runs each: before these changes 69 and 59 ms, after 58
-and 53 ms (about 13 % less, within run-to-run noise). The issue's target (REST p50 <= 20 ms)
-is not reached: contract parsing and the screen (pandas, column by column) are most of it.
+Measured 2026-12-03 on a quiet 2-core machine (load < 1), 300 requests, drivers on, both
+trees run back to back with this script (`PYTHONPATH=<tree>/src`):
+
+    model (store)                      before (82dfb2f)       after
+    XGBoost, 2,000 simulated patients  p50 42.7 / p95 45.8    p50 15.4 / p95 17.2 ms
+    logistic, make demo's champion     p50 39.9 / p95 42.8    p50 14.9 / p95 18.2 ms
+
+The bare model's one-row predict is 0.26 ms (booster) and 0.005 ms (logistic). What closed
+the gap: a small clean request is validated cell by cell in plain Python (contract.small,
+about 2 ms instead of 20), XGBoost gets one code matrix per request instead of three, and
+the answer table and planning texts are built once.
 """
 
 from __future__ import annotations
