@@ -135,6 +135,21 @@ def test_one_bad_row_among_many_is_answered_alone(pyfunc_model, risk_model, type
     assert_equals_batch(answers, frame, risk_model)
 
 
+def test_a_blanked_value_is_named_in_its_scored_rows_problems(pyfunc_model, risk_model, typed):
+    """With no row rejected too: the blanked value was once said only beside a rejected row."""
+    frame = typed.head(5).copy()
+    frame.loc[2, "crp_mg_l"] = 5000.0  # implausible: scored as missing, and said so
+    answers = pyfunc_model.predict(frame)
+    assert (answers["status"] == "scored").all()
+    assert json.loads(answers.loc[2, "problems"]) == [
+        {"column": "crp_mg_l", "rule": "must be between 0 and 1000", "value": "5000"}
+    ]
+    assert answers["problems"].drop(index=2).isna().all()
+    expected, rejected = crsrisk.score(frame, risk_model)
+    assert rejected["action"].tolist() == ["blanked"]
+    np.testing.assert_array_equal(answers["risk"].to_numpy(), expected["risk"].to_numpy())
+
+
 def test_every_row_rejected_is_still_answered_per_row(pyfunc_model, typed):
     frame = typed.head(3).assign(age_years=-1.0)
     answers = pyfunc_model.predict(frame)

@@ -4,7 +4,9 @@ Whatever dtypes pandas, Parquet, Spark or a JSON request give the contract colum
 nullable Int64, float, bool, boolean, str, object, category, datetime), the model parses and
 checks them exactly as batch scoring does. Each input row gets one output row, in input order:
 ``status`` "scored" with its risk, tier, drivers and planning text, or "rejected" with an empty
-risk and ``problems`` (a JSON list of column, rule and value). Only a table that cannot be read
+risk. ``problems`` is a JSON list of column, rule and value: why a row was rejected, or which
+implausible laboratory values of a scored row were blanked (scored as missing), as the batch
+rejected table lists them; empty otherwise. Only a table that cannot be read
 as the contract's baseline table (no rows, a required column absent, not a table) is refused as
 a whole, with a `ContractError` naming the problem and no row data.
 
@@ -171,7 +173,6 @@ def answer_rows(table: pd.DataFrame, risk_model: RiskModel, drivers: bool = True
                         for name in FLOAT_SCORE_COLUMNS})
         columns.update({name: scores[name].array
                         for name in ("risk_tier", "top_drivers", "planning")})
-        problems = _texts([None] * n)
     else:
         at = valid.index.to_numpy()
         scored = np.zeros(n, dtype=bool)
@@ -190,11 +191,11 @@ def answer_rows(table: pd.DataFrame, risk_model: RiskModel, drivers: bool = True
                 for position, text in zip(at, scores[name].tolist(), strict=True):
                     values[position] = text
             columns[name] = _texts(values)
-        texts = _problems_text(result.rejected)
-        problems = _texts([texts.get(i) for i in range(n)])
+    # A rejected row's problems say why; a scored row's, which implausible values were blanked.
+    texts = _problems_text(result.rejected) if len(result.rejected) else {}
     columns["model_name"] = _texts([risk_model.name] * n)
     columns["model_version"] = _texts([str(risk_model.version)] * n)
-    columns["problems"] = problems
+    columns["problems"] = _texts([texts.get(i) for i in range(n)])
     return pd.DataFrame(columns, index=pd.RangeIndex(n))
 
 
