@@ -22,7 +22,7 @@ trees run back to back with this script (`PYTHONPATH=<tree>/src`):
 
 The bare model's one-row predict is 0.26 ms (booster) and 0.005 ms (logistic). What closed
 the gap: a small clean request is validated cell by cell in plain Python (contract.small,
-about 2 ms instead of 20), XGBoost gets one code matrix per request instead of three, and
+about 3 ms instead of 23), XGBoost gets one code matrix per request instead of three, and
 the answer table and planning texts are built once.
 """
 
