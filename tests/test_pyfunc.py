@@ -196,7 +196,8 @@ def test_signature_documents_output_and_params_and_never_refuses_input(pyfunc_mo
     assert meta.get_input_schema() is None
     assert meta.get_output_schema().input_names() == list(OUTPUT_COLUMNS)
     assert meta.get_params_schema().to_dict() == [
-        {"name": "drivers", "type": "boolean", "default": True, "shape": None}
+        {"name": "drivers", "type": "boolean", "default": True, "shape": None},
+        {"name": "strict", "type": "boolean", "default": False, "shape": None},
     ]
     documented = meta.metadata
     assert documented["required_columns"] == [s.name for s in BASELINE_COLUMNS if s.required]

@@ -179,6 +179,29 @@ def test_bad_rows_are_answered_per_row(server, wire, trained, monkeypatch):
     assert_equals_batch(got, bad, trained, monkeypatch)
 
 
+def test_strict_param_rejects_what_is_otherwise_blanked(server, wire, trained, monkeypatch):
+    """A blanked value is named in its scored row's problems; with strict the row is rejected,
+    as `crsrisk score --strict` and `crsrisk.score(strict=True)` do."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained.uri)
+    table = wire.head(4).assign(crp_mg_l=[25.0, 5000.0, 8.0, 12.0])
+    status, body = request(f"{server}/invocations", split_payload(table))
+    assert status == 200, body
+    lenient = predictions(body)
+    assert lenient["status"].tolist() == ["scored"] * 4
+    assert json.loads(lenient.loc[1, "problems"]) == [
+        {"column": "crp_mg_l", "rule": "must be between 0 and 1000", "value": "5000"}
+    ]
+    status, body = request(f"{server}/invocations", split_payload(table, strict=True))
+    assert status == 200, body
+    strict = predictions(body)
+    assert strict["status"].tolist() == ["scored", "rejected", "scored", "scored"]
+    assert strict.loc[1, "risk"] is None or np.isnan(strict.loc[1, "risk"])
+    assert json.loads(strict.loc[1, "problems"]) == json.loads(lenient.loc[1, "problems"])
+    expected, rejected = score(table, load_model(trained.model_uri), strict=True)
+    assert rejected["row_number"].tolist() == [2] and rejected["action"].tolist() == ["rejected"]
+    np.testing.assert_array_equal(strict["risk"].dropna().to_numpy(), expected["risk"].to_numpy())
+
+
 @pytest.mark.parametrize(
     ("payload", "status", "words"),
     [

@@ -67,7 +67,7 @@ _log = logging.getLogger(__name__)
 
 
 def signature() -> ModelSignature:
-    """Output: one answer per input row. Param: drivers. No input schema (see below).
+    """Output: one answer per input row. Params: drivers, strict. No input schema (see below).
 
     MLflow 3.17 enforces an input schema before the model sees the rows: a typed schema refuses
     int64 for a double column, bool for a string, nullable Int64 / boolean and category; an
@@ -88,7 +88,8 @@ def signature() -> ModelSignature:
         ColSpec("string", "model_version"),
         ColSpec("string", "problems", required=False),
     ])
-    params = ParamSchema([ParamSpec("drivers", "boolean", True)])
+    params = ParamSchema([ParamSpec("drivers", "boolean", True),
+                          ParamSpec("strict", "boolean", False)])
     return ModelSignature(inputs=None, outputs=outputs, params=params)
 
 
@@ -149,9 +150,12 @@ def _problems_text(rejected: pd.DataFrame) -> dict[int, str]:
     return texts
 
 
-def answer_rows(table: pd.DataFrame, risk_model: RiskModel, drivers: bool = True
-                ) -> pd.DataFrame:
+def answer_rows(table: pd.DataFrame, risk_model: RiskModel, drivers: bool = True,
+                strict: bool = False) -> pd.DataFrame:
     """One answer per row of ``table``, in its order (`OUTPUT_COLUMNS`).
+
+    ``strict``: reject a row with an implausible laboratory value instead of blanking the
+    value (as ``crsrisk score --strict``).
 
     Raises
     ------
@@ -159,7 +163,7 @@ def answer_rows(table: pd.DataFrame, risk_model: RiskModel, drivers: bool = True
         The table is unusable as a whole: no rows, a required column absent, duplicated names.
     """
     table = table.reset_index(drop=True)
-    result = validate(table, with_outcome=False, allow_all_rejected=True)
+    result = validate(table, with_outcome=False, allow_all_rejected=True, strict=strict)
     for warning in result.warnings:
         _log.warning(warning)
     n = len(table)
@@ -227,8 +231,10 @@ class CrsRiskModel(PythonModel):
         model_input: pd.DataFrame,
         params: dict[str, bool] | None = None,
     ) -> pd.DataFrame:
-        """One answer per input row (`answer_rows`); ``params={"drivers": False}`` is faster."""
-        drivers = True if not params else bool(params.get("drivers", True))
+        """One answer per input row (`answer_rows`); ``params={"drivers": False}`` is faster,
+        ``params={"strict": True}`` rejects a row with an implausible laboratory value."""
+        params = params or {}
+        drivers, strict = bool(params.get("drivers", True)), bool(params.get("strict", False))
         table = as_table(model_input)
         with self._xgboost_threads(len(table)):
-            return answer_rows(table, self.risk_model, drivers=drivers)
+            return answer_rows(table, self.risk_model, drivers=drivers, strict=strict)

@@ -216,6 +216,7 @@ def score(
     *,
     drivers: bool = True,
     mapping: str | Path | SiteMapping | None = None,
+    strict: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score a baseline table in memory: (score table, rejected table).
 
@@ -232,6 +233,9 @@ def score(
         Add the SHAP drivers (``top_drivers``); off is faster.
     mapping
         A site mapping (YAML path or loaded) applied before validation.
+    strict
+        Reject a row with an implausible laboratory value instead of blanking the value (as
+        ``crsrisk score --strict``).
 
     Returns
     -------
@@ -253,5 +257,5 @@ def score(
     """
     risk_model, site_mapping = resolve_model_and_mapping(model, mapping)
     scores, rejected, _ = score_frame(df.reset_index(drop=True), risk_model, drivers=drivers,
-                                      mapping=site_mapping)
+                                      mapping=site_mapping, strict=strict)
     return scores, rejected
