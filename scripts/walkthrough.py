@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from crsrisk.contract.products import PRODUCTS
+
 __all__ = [
     "BRANDS",
     "LONG_DIAGNOSES",
@@ -47,9 +49,9 @@ __all__ = [
     "write_semicolon_csv",
 ]
 
-BRANDS = {"axi-cel": "Yescarta", "tisa-cel": "Kymriah", "brexu-cel": "Tecartus",
-          "obe-cel": "Aucatzyl", "liso-cel": "Breyanzi", "ide-cel": "Abecma",
-          "cilta-cel": "Carvykti"}
+# The site exports CAR-T products by brand name.
+BRANDS = {name: product.brands[0] for name, product in PRODUCTS.items()
+          if product.therapy_class == "CAR-T" and product.brands}
 LONG_DIAGNOSES = {"LBCL": "diffuse large B-cell lymphoma", "FL": "follicular lymphoma",
                   "MCL": "mantle cell lymphoma", "B-ALL": "acute lymphoblastic leukemia",
                   "CLL": "chronic lymphocytic leukemia", "MM": "multiple myeloma"}

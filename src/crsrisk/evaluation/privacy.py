@@ -46,7 +46,7 @@ SITE_CODE_PREFIX = "site_"
 COMPLEMENT = "withheld"
 # Columns of a subgroup or calibration table that are computed from the outcome.
 _OUTCOME_COLUMNS = ("events", "prevalence", "observed", "auroc", "auroc_lower", "auroc_upper",
-                    "calibration_intercept", "brier", "too_few_events")
+                    "calibration_slope", "calibration_intercept", "brier", "too_few_events")
 _THRESHOLD_PREFIXES = ("sensitivity_", "specificity_", "ppv_", "npv_")
 
 
@@ -265,7 +265,6 @@ def private_internal_external(table: pd.DataFrame, by: str, min_cell: int,
     if by == "site" and site_names is not None:
         frame["level"] = frame["level"].map(site_code_map(site_names))
     out = private_groups(frame, min_cell, site_variable="")
-    out.loc[out["withheld"] != "", "calibration_slope"] = None  # computed from the outcome
     return out.drop(columns="variable").rename(columns={"level": by, "n": "rows"})
 
 

@@ -168,42 +168,33 @@ def answer_rows(table: pd.DataFrame, risk_model: RiskModel, drivers: bool = True
         _log.warning(warning)
     n = len(table)
     valid = result.valid  # indexed by row position
-    columns: dict[str, object] = {}
-    if len(valid) == n:  # every row scored, the usual request: its score table is the answer
-        scores = risk_model.score(valid, drivers=drivers)
-        columns["patient_id"] = scores["patient_id"].array
-        columns["status"] = _texts([SCORED] * n)
-        columns.update({name: scores[name].to_numpy(dtype="float64")
-                        for name in FLOAT_SCORE_COLUMNS})
-        columns.update({name: scores[name].array
-                        for name in ("risk_tier", "top_drivers", "planning")})
-    else:
-        at = valid.index.to_numpy()
-        scored = np.zeros(n, dtype=bool)
-        scored[at] = True
-        columns["patient_id"] = stripped_text(table["patient_id"]).astype("str").array
-        columns["status"] = _texts(np.where(scored, SCORED, REJECTED).tolist())
-        scores = risk_model.score(valid, drivers=drivers) if len(valid) else None
-        for name in FLOAT_SCORE_COLUMNS:
-            values = np.full(n, np.nan)
-            if scores is not None:
-                values[at] = scores[name].to_numpy(dtype="float64")
-            columns[name] = values
-        for name in ("risk_tier", "top_drivers", "planning"):
-            values = [None] * n
-            if scores is not None:
-                for position, text in zip(at, scores[name].tolist(), strict=True):
-                    values[position] = text
-            columns[name] = _texts(values)
+    at = valid.index.to_numpy()
+    scored = np.zeros(n, dtype=bool)
+    scored[at] = True
+    scores = risk_model.score(valid, drivers=drivers) if len(valid) else None
+    columns: dict[str, object] = {
+        "patient_id": stripped_text(table["patient_id"]).astype("str").array,
+        "status": _text_array(np.where(scored, SCORED, REJECTED)),
+    }
+    for name in FLOAT_SCORE_COLUMNS:
+        values = np.full(n, np.nan)
+        if scores is not None:
+            values[at] = scores[name].to_numpy(dtype="float64")
+        columns[name] = values
+    for name in ("risk_tier", "top_drivers", "planning"):
+        values = np.full(n, None, dtype=object)
+        if scores is not None:
+            values[at] = scores[name].to_numpy(dtype=object)
+        columns[name] = _text_array(values)
     # A rejected row's problems say why; a scored row's, which implausible values were blanked.
     texts = _problems_text(result.rejected) if len(result.rejected) else {}
-    columns["model_name"] = _texts([risk_model.name] * n)
-    columns["model_version"] = _texts([str(risk_model.version)] * n)
-    columns["problems"] = _texts([texts.get(i) for i in range(n)])
+    columns["model_name"] = _text_array(np.full(n, risk_model.name, dtype=object))
+    columns["model_version"] = _text_array(np.full(n, str(risk_model.version), dtype=object))
+    columns["problems"] = _text_array(np.array([texts.get(i) for i in range(n)], dtype=object))
     return pd.DataFrame(columns, index=pd.RangeIndex(n))
 
 
-def _texts(values: list) -> pd.api.extensions.ExtensionArray:
+def _text_array(values: np.ndarray) -> pd.api.extensions.ExtensionArray:
     """Text cells (None or NaN missing) as the pandas text dtype."""
     return pd.array(values, dtype="str")
 

@@ -204,11 +204,10 @@ def fit_ensemble(model: object, estimator: object, valid: pd.DataFrame, y: np.nd
     refits = model.adapter.refits(estimator, design, y, resamples)
     matrix = np.vstack([r.margin for r in refits])
     risks = np.vstack([model.calibrator.predict(m) for m in matrix])
-    base = model.risk(valid)
-    mape = float(np.mean(np.abs(risks - base)))
+    margin = model.margin(valid, design)
+    mape = float(np.mean(np.abs(risks - model.calibrator.predict(margin))))
     log_spread = np.log(np.maximum(matrix.std(axis=0, ddof=1), 1e-6))
-    form = model.adapter.spread_form(design, model.margin(valid, design), log_spread, refits,
-                                     seed)
+    form = model.adapter.spread_form(design, margin, log_spread, refits, seed)
     return BootstrapEnsemble(level=level, members=members, mape=mape, **form), risks
 
 

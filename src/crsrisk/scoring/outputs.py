@@ -45,7 +45,6 @@ class ScoreSummary:
     n_scored: int = 0
     n_rejected: int = 0
     n_blanked: int = 0  # implausible laboratory values set to missing in scored rows
-    tiers: Counter = field(default_factory=Counter)
     # (therapy_class, tier) -> scored patients
     class_tiers: Counter = field(default_factory=Counter)
     warnings: list[str] = field(default_factory=list)
@@ -63,10 +62,17 @@ class ScoreSummary:
         self.n_blanked += int(action.eq(BLANKED).sum())
         for (therapy, tier), n in class_tiers.items():
             self.class_tiers[(str(therapy), str(tier))] += int(n)
-            self.tiers[str(tier)] += int(n)
         for warning in warnings:
             if warning not in self.warnings:
                 self.warnings.append(warning)
+
+    @property
+    def tiers(self) -> Counter:
+        """Scored patients per tier, over every therapy class."""
+        counts: Counter = Counter()
+        for (_, tier), n in self.class_tiers.items():
+            counts[tier] += n
+        return counts
 
     def tier_table(self) -> pd.DataFrame:
         """Scored patients per therapy class (rows, in the contract's order) and tier."""
@@ -94,9 +100,9 @@ def _class_order(therapy: str) -> tuple[int, str]:
 def class_tier_counts(scores: pd.DataFrame, classes: pd.Series) -> pd.Series:
     """Scored patients per (therapy_class, risk_tier) of one chunk; ``classes`` holds the
     therapy class of each score row, in the same order."""
-    keys = pd.DataFrame({"therapy_class": classes.astype("str").to_numpy(),
-                         "tier": scores["risk_tier"].astype("str").to_numpy()})
-    return keys.value_counts()
+    # .array: no conversion to text (a categorical stays one) and no alignment on the index.
+    keys = pd.DataFrame({"therapy_class": classes.array, "tier": scores["risk_tier"].array})
+    return keys.groupby(["therapy_class", "tier"], observed=True).size()
 
 
 def sibling_path(out: str | Path, what: str) -> Path:
